@@ -1,0 +1,1 @@
+"""Activities: every piece of I/O an enrollment workflow needs (database, BPJS)."""

@@ -1,0 +1,129 @@
+"""The append-only audit log, hash-chained so an edited or deleted row is detected.
+
+Each row's ``hash`` is SHA-256 over the previous row's hash and the row's canonical content, so
+changing any field of any row, or removing a row from the middle, breaks the chain from there
+on. Appends are serialized (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) because
+two appends reading the same previous hash would fork the chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from models.tables import AuditEvent
+
+GENESIS = "0" * 64
+# Arbitrary constant naming the audit chain's PostgreSQL advisory lock.
+_AUDIT_LOCK = 0x52454E54
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    event_key: str
+    occurred_at: dt.datetime
+    actor: str
+    role: str
+    action: str
+    enrollment_id: str | None = None
+    workflow_id: str | None = None
+    run_id: str | None = None
+    state_before: str | None = None
+    state_after: str | None = None
+    reason: str = ""
+    detail: dict[str, Any] | None = None
+
+
+def _canonical_time(value: dt.datetime) -> str:
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were written as UTC
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def row_hash(prev_hash: str, event: AuditEvent) -> str:
+    content = {
+        "event_key": event.event_key,
+        "occurred_at": _canonical_time(event.occurred_at),
+        "actor": event.actor,
+        "role": event.role,
+        "action": event.action,
+        "enrollment_id": event.enrollment_id,
+        "workflow_id": event.workflow_id,
+        "run_id": event.run_id,
+        "state_before": event.state_before,
+        "state_after": event.state_after,
+        "reason": event.reason,
+        "detail": event.detail,
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def lock_chain(session: Session) -> None:
+    """Serialize appends for the rest of this transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+
+
+def append(session: Session, entry: AuditEntry) -> AuditEvent | None:
+    """Append ``entry`` unless its event_key is already in the log; caller commits."""
+    if session.exec(select(AuditEvent.id).where(AuditEvent.event_key == entry.event_key)).first():
+        return None
+    lock_chain(session)
+    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(1)).first()
+    prev = last.hash if last else GENESIS
+    event = AuditEvent(
+        event_key=entry.event_key,
+        occurred_at=entry.occurred_at.astimezone(dt.UTC),
+        actor=entry.actor,
+        role=entry.role,
+        action=entry.action,
+        enrollment_id=entry.enrollment_id,
+        workflow_id=entry.workflow_id,
+        run_id=entry.run_id,
+        state_before=entry.state_before,
+        state_after=entry.state_after,
+        reason=entry.reason[:1000],
+        detail=json.dumps(entry.detail or {}, sort_keys=True, separators=(",", ":")),
+        prev_hash=prev,
+        hash="",
+    )
+    event.hash = row_hash(prev, event)
+    session.add(event)
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    ok: bool
+    checked: int
+    first_broken: int | None
+
+
+def verify_chain(session: Session, *, batch: int = 5000) -> ChainCheck:
+    """Walk the log in id order; report the first row whose link or content does not hold."""
+    prev = GENESIS
+    checked = 0
+    last_id = 0
+    while True:
+        rows = session.exec(
+            select(AuditEvent)
+            .where(col(AuditEvent.id) > last_id)
+            .order_by(col(AuditEvent.id))
+            .limit(batch)
+        ).all()
+        if not rows:
+            return ChainCheck(ok=True, checked=checked, first_broken=None)
+        for event in rows:
+            checked += 1
+            if event.prev_hash != prev or row_hash(prev, event) != event.hash:
+                return ChainCheck(ok=False, checked=checked, first_broken=event.id)
+            prev = event.hash
+            last_id = event.id or last_id

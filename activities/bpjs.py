@@ -1,0 +1,200 @@
+"""The BPJS Ketenagakerjaan adapter and the activities that call it.
+
+``BpjsAdapter`` is the one interface the engine needs of BPJS: register a participant for a
+period (with an idempotency key), extend for a new period, end coverage. ``HttpBpjsAdapter``
+speaks HTTP to BPJS (here: ``rentan bpjs-sim``). Errors map to what retrying can and cannot fix::
+
+    BpjsError
+    ├── BpjsTransient       timeouts, 5xx, 429 (with the Retry-After to wait) -> retried
+    └── BpjsPermanent       retrying cannot fix it -> non-retryable ApplicationError
+        ├── NikUnknown          the population registry (Dukcapil) does not know the NIK
+        ├── AlreadyRegistered   BPJS already covers the person (carries the existing KPJ)
+        └── InvalidParticipant  BPJS refused the data itself
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from datetime import timedelta
+from typing import Any, Protocol
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from workflows.messages import (
+    CoverageEnd,
+    ExtensionRequest,
+    RegistrationRequest,
+    RegistrationResult,
+)
+
+
+class BpjsError(Exception):
+    pass
+
+
+class BpjsTransient(BpjsError):
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BpjsPermanent(BpjsError):
+    kind = "BpjsPermanent"
+
+
+class NikUnknown(BpjsPermanent):
+    kind = "NikUnknown"
+
+
+class AlreadyRegistered(BpjsPermanent):
+    kind = "AlreadyRegistered"
+
+    def __init__(self, message: str, *, kpj_number: str | None) -> None:
+        super().__init__(message)
+        self.kpj_number = kpj_number
+
+
+class InvalidParticipant(BpjsPermanent):
+    kind = "InvalidParticipant"
+
+
+class BpjsAdapter(Protocol):
+    async def register(self, request: RegistrationRequest) -> RegistrationResult: ...
+
+    async def extend(self, request: ExtensionRequest) -> RegistrationResult: ...
+
+    async def end(self, request: CoverageEnd) -> None: ...
+
+
+class HttpBpjsAdapter:
+    """BPJS over HTTP with explicit timeouts; answers mapped onto the error tree above."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout_s, connect=3.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def register(self, request: RegistrationRequest) -> RegistrationResult:
+        body = {
+            "idempotency_key": request.idempotency_key,
+            "nik": request.nik,
+            "full_name": request.full_name,
+            "birth_date": request.birth_date.isoformat(),
+            "gender": request.gender,
+            "category": request.category,
+            "village_code": request.village_code,
+            "period_start": request.period_start.isoformat(),
+            "period_end": request.period_end.isoformat(),
+        }
+        return _coverage(await self._post("/v1/participants", body))
+
+    async def extend(self, request: ExtensionRequest) -> RegistrationResult:
+        body = {
+            "idempotency_key": request.idempotency_key,
+            "period_start": request.period_start.isoformat(),
+            "period_end": request.period_end.isoformat(),
+        }
+        return _coverage(
+            await self._post(f"/v1/participants/{request.kpj_number}/extensions", body)
+        )
+
+    async def end(self, request: CoverageEnd) -> None:
+        body = {
+            "idempotency_key": request.idempotency_key,
+            "effective_date": request.effective_date.isoformat(),
+            "reason": request.reason,
+        }
+        await self._post(f"/v1/participants/{request.kpj_number}/termination", body)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._client.post(path, json=body)
+        except httpx.TimeoutException as exc:
+            raise BpjsTransient(f"BPJS timed out: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise BpjsTransient(f"BPJS unreachable: {type(exc).__name__}") from None
+        if response.status_code < 300:
+            data: dict[str, Any] = response.json()
+            return data
+        payload = _json_or_empty(response)
+        message = str(payload.get("message") or f"BPJS answered {response.status_code}")
+        code = payload.get("code")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise BpjsTransient(message, retry_after_s=_retry_after(response))
+        if code == "NIK_NOT_FOUND":
+            raise NikUnknown(message)
+        if code == "ALREADY_REGISTERED":
+            raise AlreadyRegistered(message, kpj_number=payload.get("kpj_number"))
+        raise InvalidParticipant(f"{message} ({response.status_code})")
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _coverage(data: dict[str, Any]) -> RegistrationResult:
+    return RegistrationResult(
+        kpj_number=str(data["kpj_number"]),
+        coverage_start=dt.date.fromisoformat(data["coverage_start"]),
+        coverage_end=dt.date.fromisoformat(data["coverage_end"]),
+    )
+
+
+def _to_application_error(exc: BpjsError) -> ApplicationError:
+    if isinstance(exc, AlreadyRegistered):
+        return ApplicationError(str(exc), exc.kpj_number, type=exc.kind, non_retryable=True)
+    if isinstance(exc, BpjsPermanent):
+        return ApplicationError(str(exc), type=exc.kind, non_retryable=True)
+    assert isinstance(exc, BpjsTransient)
+    delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s is not None else None
+    # Retry-After overrides the retry policy's backoff for the next attempt.
+    return ApplicationError(str(exc), type="BpjsTransient", next_retry_delay=delay)
+
+
+class BpjsActivities:
+    """Activities around the adapter; registered on the worker as bound methods."""
+
+    def __init__(self, adapter: BpjsAdapter) -> None:
+        self.adapter = adapter
+
+    @activity.defn(name="register_participant")
+    async def register_participant(self, request: RegistrationRequest) -> RegistrationResult:
+        try:
+            return await self.adapter.register(request)
+        except BpjsError as exc:
+            raise _to_application_error(exc) from None
+
+    @activity.defn(name="extend_participant")
+    async def extend_participant(self, request: ExtensionRequest) -> RegistrationResult:
+        try:
+            return await self.adapter.extend(request)
+        except BpjsError as exc:
+            raise _to_application_error(exc) from None
+
+    @activity.defn(name="end_coverage")
+    async def end_coverage(self, request: CoverageEnd) -> None:
+        try:
+            await self.adapter.end(request)
+        except BpjsError as exc:
+            raise _to_application_error(exc) from None

@@ -1,0 +1,146 @@
+"""The budget ledger: commitments against a funding source's ceiling (pagu), and releases.
+
+A funding source is never committed beyond its ceiling, however many approvals race: the
+source's row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite transactions begin
+IMMEDIATE, which serializes writers) while the remaining amount is checked and the commitment
+written. What an enrollment holds is the net of its ledger rows, so releasing twice, or
+committing again after a release, is idempotent by construction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from models.tables import BudgetEntry, FundingSource, utcnow
+
+
+class BudgetError(Exception):
+    """A commitment cannot be made.
+
+    BudgetError
+    ├── CeilingExceeded   the source's remaining amount is smaller than what is asked
+    └── NotPayable        the source does not exist or does not pay for a category
+    """
+
+
+class CeilingExceeded(BudgetError):
+    def __init__(self, *, source: str, requested: int, remaining: int) -> None:
+        self.source = source
+        self.requested = requested
+        self.remaining = remaining
+        self.shortfall = requested - remaining
+        super().__init__(
+            f"{source}: requested Rp {requested:,} but only Rp {remaining:,} remains "
+            f"(short by Rp {self.shortfall:,})"
+        )
+
+
+class NotPayable(BudgetError):
+    pass
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One enrollment's share of a batch commitment."""
+
+    enrollment_id: str
+    category: str
+    amount_idr: int
+
+
+def lock_source(session: Session, *, program_code: str, code: str) -> FundingSource:
+    source = session.exec(
+        select(FundingSource)
+        .where(FundingSource.program_code == program_code, FundingSource.code == code)
+        .with_for_update()
+    ).first()
+    if source is None:
+        raise NotPayable(f"program {program_code} has no funding source {code!r}")
+    return source
+
+
+def held_by(session: Session, *, enrollment_id: str, program_code: str) -> tuple[int, int | None]:
+    """Net amount an enrollment holds in a program, and the source it holds it from."""
+    rows = session.exec(
+        select(BudgetEntry.funding_source_id, func.sum(BudgetEntry.amount_idr))
+        .where(
+            BudgetEntry.enrollment_id == enrollment_id,
+            BudgetEntry.program_code == program_code,
+        )
+        .group_by(col(BudgetEntry.funding_source_id))
+    ).all()
+    for source_id, total in rows:
+        if total:
+            return int(total), source_id
+    return 0, None
+
+
+def commit(
+    session: Session, *, program_code: str, source_code: str, claims: list[Claim], actor: str
+) -> FundingSource:
+    """Commit every claim or none (caller commits the transaction); raises BudgetError."""
+    source = lock_source(session, program_code=program_code, code=source_code)
+    payable = set(source.category_list())
+    unpaid = sorted({c.category for c in claims if c.category not in payable})
+    if unpaid:
+        raise NotPayable(f"{source.code} does not pay for {', '.join(unpaid)}")
+    fresh = [
+        c
+        for c in claims
+        if held_by(session, enrollment_id=c.enrollment_id, program_code=program_code)[0] == 0
+    ]
+    requested = sum(c.amount_idr for c in fresh)
+    remaining = source.ceiling_idr - source.committed_idr
+    if requested > remaining:
+        raise CeilingExceeded(source=source.code, requested=requested, remaining=remaining)
+    for claim in fresh:
+        session.add(
+            BudgetEntry(
+                entry_key=f"commit:{uuid.uuid4().hex}",
+                funding_source_id=source.id or 0,
+                program_code=program_code,
+                enrollment_id=claim.enrollment_id,
+                kind="commit",
+                amount_idr=claim.amount_idr,
+                actor=actor,
+                created_at=utcnow(),
+            )
+        )
+    source.committed_idr += requested
+    session.add(source)
+    session.flush()
+    return source
+
+
+def release(session: Session, *, enrollment_id: str, program_code: str, actor: str) -> int:
+    """Give back whatever the enrollment holds; returns the amount (0 when nothing was held)."""
+    amount, source_id = held_by(session, enrollment_id=enrollment_id, program_code=program_code)
+    if amount == 0 or source_id is None:
+        return 0
+    source = session.exec(
+        select(FundingSource).where(FundingSource.id == source_id).with_for_update()
+    ).one()
+    # Read again under the lock: a concurrent release may have gone first.
+    amount, _ = held_by(session, enrollment_id=enrollment_id, program_code=program_code)
+    if amount == 0:
+        return 0
+    session.add(
+        BudgetEntry(
+            entry_key=f"release:{uuid.uuid4().hex}",
+            funding_source_id=source_id,
+            program_code=program_code,
+            enrollment_id=enrollment_id,
+            kind="release",
+            amount_idr=-amount,
+            actor=actor,
+            created_at=utcnow(),
+        )
+    )
+    source.committed_idr -= amount
+    session.add(source)
+    session.flush()
+    return amount

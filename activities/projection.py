@@ -1,0 +1,303 @@
+"""Local activities that write the projection, the decisions and the audit log, idempotently.
+
+Each write is keyed: the enrollment row only takes a transition whose ``seq`` is newer than the
+one it has, and decisions and audit rows carry an ``event_key`` (enrollment id + seq) so a
+retried or replayed activity writes nothing twice. One transaction per call: the row, the
+decision and the audit entry land together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import audit, budget
+from domain.nik import mask
+from domain.premium import period_premium
+from domain.states import State
+from models.db import session_scope
+from models.tables import Decision, Enrollment, Person, Program
+from workflows.messages import (
+    BudgetRecommit,
+    BudgetRelease,
+    NominationOutcome,
+    NominationRecord,
+    ProgramTerms,
+    RenewalOpening,
+    RenewalTerms,
+    Transition,
+)
+
+
+def enrollment_id_for(person_key: str, program_code: str) -> str:
+    """Enrollment ids derive from the keyed person hash: stable, and no NIK inside."""
+    digest = hashlib.sha256(f"{person_key}:{program_code}".encode()).hexdigest()
+    return f"enr_{digest[:24]}"
+
+
+def program_terms(program: Program) -> ProgramTerms:
+    return ProgramTerms(
+        code=program.code,
+        period_start=program.period_start,
+        period_end=program.period_end,
+        renewal_lead_days=program.renewal_lead_days,
+        successor=program.successor,
+        verification_reminder_days=program.verification_reminder_days,
+        verification_deadline_days=program.verification_deadline_days,
+        verification_expiry_days=program.verification_expiry_days,
+    )
+
+
+class ProjectionActivities:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name="record_nomination")
+    def record_nomination(self, record: NominationRecord) -> NominationOutcome:
+        """Create the person and the enrollment row, or report who holds this period already."""
+        inp = record.input
+        try:
+            with session_scope(self.engine) as session:
+                existing = _holder(session, inp.program.code, inp.person_key)
+                if existing is not None:
+                    if existing.workflow_id == record.workflow_id:
+                        return NominationOutcome(recorded=True)  # a retry of this very call
+                    return NominationOutcome(
+                        recorded=False,
+                        existing_enrollment_id=existing.id,
+                        existing_village_code=existing.village_code,
+                        existing_state=existing.state,
+                    )
+                _upsert_person(session, record)
+                session.flush()  # no ORM relationships: the person must exist before the row
+                session.add(
+                    Enrollment(
+                        id=inp.enrollment_id,
+                        program_code=inp.program.code,
+                        person_key=inp.person_key,
+                        village_code=inp.village_code,
+                        district_code=inp.district_code,
+                        category=inp.category,
+                        full_name=inp.person.full_name,
+                        nik_masked=mask(inp.person.nik),
+                        state=record.state,
+                        declared_income_idr=inp.declared_income_idr,
+                        premium_idr=inp.premium_idr,
+                        workflow_id=record.workflow_id,
+                        seq=1,
+                        nominated_by=inp.nominated_by.name,
+                        nominated_at=record.occurred_at,
+                        updated_at=record.occurred_at,
+                    )
+                )
+                session.flush()
+                audit.append(
+                    session,
+                    audit.AuditEntry(
+                        event_key=f"{inp.enrollment_id}#1",
+                        occurred_at=record.occurred_at,
+                        actor=inp.nominated_by.name,
+                        role=inp.nominated_by.role,
+                        action="nominated",
+                        enrollment_id=inp.enrollment_id,
+                        workflow_id=record.workflow_id,
+                        run_id=record.run_id,
+                        state_before=None,
+                        state_after=record.state,
+                        detail={"village_code": inp.village_code, "category": inp.category},
+                    ),
+                )
+        except IntegrityError as exc:
+            # Another nomination of the same person may have won the race for the unique row:
+            # the retry then reports the holder.
+            raise ApplicationError(f"nomination not recorded: {exc.orig}") from None
+        return NominationOutcome(recorded=True)
+
+    @activity.defn(name="record_transition")
+    def record_transition(self, step: Transition) -> None:
+        """Apply one transition to the projection, with its decision and audit entry."""
+        with session_scope(self.engine) as session:
+            row = session.get(Enrollment, step.enrollment_id, with_for_update=True)
+            if row is None:
+                raise ApplicationError(f"enrollment {step.enrollment_id} is not projected yet")
+            if row.seq < step.seq:
+                row.seq = step.seq
+                row.state = step.state_after
+                row.updated_at = step.occurred_at
+                _apply_changes(session, row, step)
+                session.add(row)
+            event_key = f"{step.enrollment_id}#{step.seq}"
+            if (
+                step.human
+                and session.exec(select(Decision.id).where(Decision.event_key == event_key)).first()
+                is None
+            ):
+                session.add(
+                    Decision(
+                        event_key=event_key,
+                        enrollment_id=step.enrollment_id,
+                        action=step.action,
+                        actor=step.actor.name,
+                        role=step.actor.role,
+                        reason=step.reason[:1000],
+                        state_before=step.state_before,
+                        state_after=step.state_after,
+                        decided_at=step.occurred_at,
+                    )
+                )
+            audit.append(
+                session,
+                audit.AuditEntry(
+                    event_key=event_key,
+                    occurred_at=step.occurred_at,
+                    actor=step.actor.name,
+                    role=step.actor.role,
+                    action=step.action,
+                    enrollment_id=step.enrollment_id,
+                    workflow_id=step.workflow_id,
+                    run_id=step.run_id,
+                    state_before=step.state_before,
+                    state_after=step.state_after,
+                    reason=step.reason,
+                    detail=step.detail,
+                ),
+            )
+
+    @activity.defn(name="release_budget")
+    def release_budget(self, step: BudgetRelease) -> int:
+        with session_scope(self.engine) as session:
+            return budget.release(
+                session,
+                enrollment_id=step.enrollment_id,
+                program_code=step.program_code,
+                actor=step.actor.name,
+            )
+
+    @activity.defn(name="recommit_budget")
+    def recommit_budget(self, step: BudgetRecommit) -> None:
+        row_category = self._category(step.enrollment_id)
+        try:
+            with session_scope(self.engine) as session:
+                budget.commit(
+                    session,
+                    program_code=step.program_code,
+                    source_code=step.funding_source,
+                    claims=[budget.Claim(step.enrollment_id, row_category, step.amount_idr)],
+                    actor=step.actor.name,
+                )
+        except budget.BudgetError as exc:
+            raise ApplicationError(str(exc), type="StepRefused", non_retryable=True) from None
+
+    @activity.defn(name="open_renewal")
+    def open_renewal(self, opening: RenewalOpening) -> RenewalTerms:
+        """Reserve the successor period for this person, so nobody nominates them there twice."""
+        current = opening.current
+        with session_scope(self.engine) as session:
+            successor_code = current.program.successor
+            successor = session.get(Program, successor_code) if successor_code else None
+            if successor is None:
+                return RenewalTerms(
+                    enrollment_id=None, program=None, refusal="the program has no successor"
+                )
+            next_id = enrollment_id_for(current.person_key, successor.code)
+            holder = _holder(session, successor.code, current.person_key)
+            if holder is not None and holder.workflow_id != opening.workflow_id:
+                return RenewalTerms(
+                    enrollment_id=None,
+                    program=None,
+                    refusal=f"already nominated for {successor.code} as enrollment {holder.id}",
+                )
+            premium = period_premium(
+                current.declared_income_idr, successor.period_start, successor.period_end
+            )
+            if holder is None:
+                session.add(
+                    Enrollment(
+                        id=next_id,
+                        program_code=successor.code,
+                        person_key=current.person_key,
+                        village_code=current.village_code,
+                        district_code=current.district_code,
+                        category=current.category,
+                        full_name=current.person.full_name,
+                        nik_masked=mask(current.person.nik),
+                        state=State.RENEWAL_PENDING.value,
+                        declared_income_idr=current.declared_income_idr,
+                        premium_idr=premium,
+                        workflow_id=opening.workflow_id,
+                        seq=0,
+                        nominated_by=current.nominated_by.name,
+                        nominated_at=opening.occurred_at,
+                        updated_at=opening.occurred_at,
+                    )
+                )
+            return RenewalTerms(
+                enrollment_id=next_id, program=program_terms(successor), premium_idr=premium
+            )
+
+    @activity.defn(name="cancel_renewal")
+    def cancel_renewal(self, step: BudgetRelease) -> None:
+        """Drop the successor reservation (it never became an enrollment) and its budget."""
+        with session_scope(self.engine) as session:
+            budget.release(
+                session,
+                enrollment_id=step.enrollment_id,
+                program_code=step.program_code,
+                actor=step.actor.name,
+            )
+            row = session.get(Enrollment, step.enrollment_id)
+            if row is not None and row.seq == 0:
+                session.delete(row)
+
+    def _category(self, enrollment_id: str) -> str:
+        with Session(self.engine) as session:
+            row = session.get(Enrollment, enrollment_id)
+            return row.category if row else ""
+
+
+def _holder(session: Session, program_code: str, person_key: str) -> Enrollment | None:
+    return session.exec(
+        select(Enrollment).where(
+            Enrollment.program_code == program_code, Enrollment.person_key == person_key
+        )
+    ).first()
+
+
+def _upsert_person(session: Session, record: NominationRecord) -> None:
+    inp = record.input
+    person = session.get(Person, inp.person_key)
+    if person is None:
+        person = Person(
+            person_key=inp.person_key,
+            nik_masked=mask(inp.person.nik),
+            full_name=inp.person.full_name,
+            birth_date=inp.person.birth_date,
+            gender=inp.person.gender,
+            phone=inp.person.phone,
+        )
+    else:
+        person.full_name = inp.person.full_name
+        person.phone = inp.person.phone or person.phone
+    session.add(person)
+
+
+def _apply_changes(session: Session, row: Enrollment, step: Transition) -> None:
+    changes = step.changes
+    if changes is None:
+        return
+    for name in ("kpj_number", "coverage_start", "coverage_end", "funding_source", "full_name"):
+        value = getattr(changes, name)
+        if value is not None:
+            setattr(row, name, value)
+    if changes.full_name or changes.birth_date or changes.gender:
+        person = session.get(Person, row.person_key)
+        if person is not None:
+            person.full_name = changes.full_name or person.full_name
+            person.birth_date = changes.birth_date or person.birth_date
+            person.gender = changes.gender or person.gender
+            session.add(person)

@@ -1,0 +1,1 @@
+"""The thin HTTP front end: starts, steers and queries enrollment workflows."""

@@ -1,0 +1,8 @@
+"""BPJS Ketenagakerjaan simulator: ``create_app`` builds it, ``SimConfig`` configures it."""
+
+from __future__ import annotations
+
+from bpjs_sim.app import create_app
+from bpjs_sim.settings import FaultKnobs, SimConfig
+
+__all__ = ["FaultKnobs", "SimConfig", "create_app"]

@@ -1,0 +1,151 @@
+"""Validation of one nominated worker row, field by field, with the program's rules.
+
+Both the API (per-row results of a nomination list) and the demo use ``validate_row``; the
+workflow receives only rows that passed it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from domain import nik as nik_rules
+from domain.categories import Category, allowed_in
+from domain.errors import FieldError
+from domain.premium import DEFAULT_DECLARED_INCOME_IDR
+from domain.regions import Village
+
+MAX_NAME_LENGTH = 120
+MIN_DECLARED_INCOME_IDR = 1_000
+MAX_DECLARED_INCOME_IDR = 100_000_000
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A row as a village typed it: every value still a string or None."""
+
+    nik: str | None = None
+    full_name: str | None = None
+    birth_date: str | None = None
+    gender: str | None = None
+    category: str | None = None
+    phone: str | None = None
+    declared_income_idr: str | None = None
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A row that passed validation, in domain types."""
+
+    nik: str
+    full_name: str
+    birth_date: dt.date
+    gender: str
+    category: Category
+    phone: str | None
+    declared_income_idr: int
+
+
+@dataclass(frozen=True)
+class ProgramRules:
+    period_start: dt.date
+    period_end: dt.date
+    max_age: int
+
+
+def age_on(birth_date: dt.date, day: dt.date) -> int:
+    years = day.year - birth_date.year
+    return years - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+def validate_row(
+    row: WorkerRow, *, village: Village, rules: ProgramRules
+) -> tuple[Worker | None, list[FieldError]]:
+    """The validated worker, or None with every field error found (not only the first)."""
+    errors: list[FieldError] = []
+
+    full_name = " ".join((row.full_name or "").split())
+    if not full_name:
+        errors.append(FieldError("full_name", "full name is required"))
+    elif len(full_name) > MAX_NAME_LENGTH:
+        errors.append(FieldError("full_name", f"at most {MAX_NAME_LENGTH} characters"))
+    elif any(ch in full_name for ch in "<>=;{}\\") or full_name[0] in "=+-@":
+        errors.append(FieldError("full_name", "contains characters a name cannot have"))
+
+    birth_date: dt.date | None = None
+    if not row.birth_date:
+        errors.append(FieldError("birth_date", "birth date is required (YYYY-MM-DD)"))
+    else:
+        try:
+            birth_date = dt.date.fromisoformat(row.birth_date.strip())
+        except ValueError:
+            errors.append(FieldError("birth_date", f"{row.birth_date!r} is not a YYYY-MM-DD date"))
+
+    gender = (row.gender or "").strip().upper()
+    if gender not in ("L", "P"):
+        errors.append(FieldError("gender", "gender must be L or P"))
+
+    category: Category | None = None
+    try:
+        category = Category((row.category or "").strip().lower())
+    except ValueError:
+        names = ", ".join(c.value for c in Category)
+        errors.append(FieldError("category", f"category must be one of: {names}"))
+    if category is not None and not allowed_in(category, is_kelurahan=village.is_kelurahan):
+        errors.append(
+            FieldError("category", f"{village.name} is a kelurahan: it has no {category.value}")
+        )
+
+    income = DEFAULT_DECLARED_INCOME_IDR
+    if row.declared_income_idr not in (None, ""):
+        try:
+            income = int(str(row.declared_income_idr).replace(".", "").replace(",", "").strip())
+        except ValueError:
+            income = -1
+        if not MIN_DECLARED_INCOME_IDR <= income <= MAX_DECLARED_INCOME_IDR:
+            errors.append(
+                FieldError(
+                    "declared_income_idr",
+                    f"declared income must be a whole number of rupiah between "
+                    f"{MIN_DECLARED_INCOME_IDR:,} and {MAX_DECLARED_INCOME_IDR:,}",
+                )
+            )
+
+    phone = (row.phone or "").strip() or None
+    if phone is not None and not (phone.lstrip("+").isdigit() and 8 <= len(phone) <= 16):
+        errors.append(FieldError("phone", "phone must be 8 to 16 digits, optionally with +"))
+
+    number = nik_rules.normalize(row.nik or "")
+    if not number:
+        errors.append(FieldError("nik", "NIK is required"))
+    else:
+        errors += nik_rules.check(
+            number, birth_date=birth_date, gender=gender if gender in ("L", "P") else None
+        )
+
+    if birth_date is not None:
+        age = age_on(birth_date, rules.period_start)
+        if age > rules.max_age:
+            errors.append(
+                FieldError(
+                    "birth_date",
+                    f"aged {age} when the period starts; the program's limit is {rules.max_age}",
+                )
+            )
+        elif age < 15:
+            errors.append(FieldError("birth_date", f"aged {age}: too young to be a worker"))
+
+    if errors or birth_date is None or category is None:
+        return None, errors
+    return (
+        Worker(
+            nik=number,
+            full_name=full_name,
+            birth_date=birth_date,
+            gender=gender,
+            category=category,
+            phone=phone,
+            declared_income_idr=income,
+        ),
+        [],
+    )

@@ -1,0 +1,1 @@
+"""SQLModel tables of the projection, the engine, and the migrations runner."""

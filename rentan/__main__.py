@@ -1,0 +1,3 @@
+from rentan.cli import app
+
+app(prog_name="rentan")

@@ -1,0 +1,158 @@
+"""The ``rentan`` command line: the embedded stack, its components one by one, operator tools."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from rentan.logs import configure_logging, get_logger
+from rentan.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(
+    help="rentan: BPJS Ketenagakerjaan enrollment workflows for vulnerable village workers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The application database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _settings() -> Settings:
+    """Settings and logging for a command; bad settings end the command with the variable named."""
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        typer.echo(f"rentan: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return settings
+
+
+@app.command()
+def up(
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Leave the worker out; run workers apart.")
+    ] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Once ready, run `rentan demo` against the stack.")
+    ] = False,
+    demo_size: Annotated[int, typer.Option(help="Cohort size for --demo.")] = 500,
+) -> None:
+    """Run the embedded stack in the foreground: Temporal dev server, worker, API, BPJS sim."""
+    from rentan.stack import run_stack
+
+    settings = _settings()
+    after_ready = None
+    if demo:
+        if no_worker:
+            typer.echo("rentan: --demo needs a worker; drop --no-worker", err=True)
+            raise typer.Exit(2)
+
+        async def after_ready() -> None:
+            from rentan.demo import run_demo
+
+            await run_demo(settings, size=demo_size)
+            typer.echo(
+                "The stack keeps running (API :8000/docs, Temporal UI :8233); Ctrl-C stops it."
+            )
+
+    code = asyncio.run(run_stack(settings, with_worker=not no_worker, after_ready=after_ready))
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker() -> None:
+    """Run one worker process against the configured Temporal (many may run at once)."""
+    from worker import run_worker
+
+    settings = _settings()
+    asyncio.run(run_worker(settings))
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn) on RENTAN_API_HOST:RENTAN_API_PORT."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # keep the structlog configuration
+        access_log=False,
+    )
+
+
+@app.command()
+def temporal() -> None:
+    """Run the Temporal dev server alone, as `rentan up` configures it."""
+    import os
+
+    from rentan.stack import temporal_dev_server_argv
+
+    settings = _settings()
+    argv = temporal_dev_server_argv(settings)
+    os.execv(argv[0], argv)
+
+
+@app.command("bpjs-sim")
+def bpjs_sim() -> None:
+    """Run the BPJS Ketenagakerjaan simulator on the port of RENTAN_BPJS_BASE_URL."""
+    import uvicorn
+
+    from bpjs_sim.app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(),
+        host=settings.bpjs_sim_host,
+        port=settings.bpjs_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command()
+def demo(
+    size: Annotated[int, typer.Option(help="Workers in the synthetic cohort.")] = 500,
+    period_start: Annotated[
+        str | None,
+        typer.Option(help="First day of the program period (YYYY-MM-DD); default this month's."),
+    ] = None,
+) -> None:
+    """Run a Muara Enim-shaped cohort through the lifecycle on a running stack (`rentan up`)."""
+    import datetime as dt
+
+    from rentan.demo import run_demo
+
+    settings = _settings()
+    start = None
+    if period_start is not None:
+        try:
+            start = dt.date.fromisoformat(period_start)
+        except ValueError:
+            typer.echo(
+                f"rentan: --period-start {period_start!r} is not a YYYY-MM-DD date", err=True
+            )
+            raise typer.Exit(2) from None
+    ok = asyncio.run(run_demo(settings, size=size, period_start=start))
+    raise typer.Exit(0 if ok else 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations to RENTAN_DATABASE_URL."""
+    from models.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    get_logger("rentan.db").info("database upgraded")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app(prog_name="rentan")

@@ -1,0 +1,243 @@
+"""The embedded stack behind ``rentan up``: every component as a child process, in the foreground.
+
+Order of start: Temporal dev server (SQLite file under ``var/``, WAL), database migrations, the
+BPJS simulator, the worker (unless ``--no-worker``), the API. Each child is its own process so a
+crash in one is visible and a worker can be killed and restarted like in production. Ctrl-C or
+SIGTERM stops them in reverse order; if any child dies, the others are stopped and ``up`` fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, GetSystemInfoRequest
+
+from rentan.binaries import temporal_cli
+from rentan.logs import get_logger
+from rentan.settings import Settings
+from workflows.search_attributes import dev_server_flags
+
+log = get_logger("rentan.stack")
+
+STOP_GRACE_S = 15.0
+
+
+class StackError(RuntimeError):
+    """The stack cannot start (a port is taken, a component died or never became ready)."""
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv,
+            env={**os.environ, **self.env},
+            # Own process group: a Ctrl-C in the terminal reaches ``up``, which then stops each
+            # child in order instead of all of them dying at once.
+            start_new_session=True,
+        )
+        log.info("component started", component=self.name, pid=self.process.pid)
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.warning("component did not stop in time, killing", component=self.name)
+            self.process.kill()
+            self.process.wait()
+        log.info("component stopped", component=self.name, code=self.process.returncode)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def check_ports(settings: Settings) -> None:
+    """Fail with a message naming the port, what wanted it and the variable that moves it."""
+    wanted = [
+        (settings.temporal_port, "Temporal frontend", "RENTAN_TEMPORAL_ADDRESS"),
+        (settings.temporal_ui_port, "Temporal UI", "RENTAN_TEMPORAL_UI_PORT"),
+        (settings.api_port, "rentan API", "RENTAN_API_PORT"),
+        (settings.bpjs_port, "BPJS simulator", "RENTAN_BPJS_BASE_URL"),
+    ]
+    for port, what, variable in wanted:
+        if port_in_use("127.0.0.1", port):
+            raise StackError(
+                f"port {port} ({what}) is already in use: is another `rentan up` running? "
+                f"Stop it, or choose another port with {variable}."
+            )
+
+
+def temporal_dev_server_argv(settings: Settings) -> list[str]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        str(temporal_cli()),
+        "server",
+        "start-dev",
+        "--ip",
+        settings.temporal_host,
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--namespace",
+        settings.temporal_namespace,
+        "--db-filename",
+        str(settings.temporal_db_file),
+        # Three times faster than the default pragmas and it survives kill -9 (DESIGN.md).
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        # "warn" reports every slow gRPC call under load; errors are what operators need here.
+        "--log-level",
+        "error",
+        *dev_server_flags(),
+    ]
+
+
+def rentan_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rentan", *args]
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float, children: list[Child]
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in children:
+            code = child.exited()
+            if code is not None:
+                raise StackError(f"{child.name} exited with code {code} while waiting for {what}")
+        if await check():
+            return
+        await asyncio.sleep(0.25)
+    raise StackError(f"{what} not ready after {timeout_s:.0f}s")
+
+
+async def run_stack(
+    settings: Settings,
+    *,
+    with_worker: bool = True,
+    after_ready: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Run the stack until a signal arrives or a component dies; return the exit code."""
+    from models.migrate import upgrade  # deferred: keeps ``rentan --help`` fast
+
+    check_ports(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    temporal = Child("temporal", temporal_dev_server_argv(settings))
+    children = [temporal]
+    exit_code = 0
+    try:
+        temporal.start()
+        await wait_until(
+            lambda: temporal_ready(settings),
+            what="Temporal",
+            timeout_s=60,
+            children=children,
+        )
+        upgrade(settings.resolved_database_url)
+        log.info("database ready", url=_redacted(settings.resolved_database_url))
+
+        components = [Child("bpjs-sim", rentan_argv("bpjs-sim"))]
+        if with_worker:
+            components.append(Child("worker", rentan_argv("worker")))
+        components.append(Child("api", rentan_argv("api")))
+        for child in components:
+            child.start()
+            children.append(child)
+
+        ready_url = f"http://{settings.api_host}:{settings.api_port}/readyz"
+        await wait_until(
+            lambda: _answers_200(ready_url), what="the API", timeout_s=90, children=children
+        )
+        log.info(
+            "rentan is up",
+            api=f"http://{settings.api_host}:{settings.api_port}/docs",
+            temporal_ui=f"http://{settings.temporal_host}:{settings.temporal_ui_port}",
+            worker="running" if with_worker else "not started (--no-worker)",
+        )
+        watch = asyncio.create_task(_watch(children, stop))
+        if after_ready is not None:
+            await after_ready()
+        await stop.wait()
+        watch.cancel()
+        dead = [c for c in children if c.exited() is not None]
+        if dead:
+            exit_code = 1
+            for child in dead:
+                log.error("component died", component=child.name, code=child.exited())
+    except StackError as exc:
+        log.error("rentan up failed", reason=str(exc))
+        exit_code = 1
+    finally:
+        for child in reversed(children):
+            child.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return exit_code
+
+
+async def _watch(children: list[Child], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if any(child.exited() is not None for child in children):
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
+
+
+async def temporal_ready(settings: Settings) -> bool:
+    """True once the frontend answers and the namespace exists (not merely the port is open)."""
+    from rentan.temporal import connect
+
+    try:
+        client = await connect(settings)
+        await client.workflow_service.get_system_info(GetSystemInfoRequest())
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+        )
+    except Exception:  # any failure means "not yet"; the caller has the deadline
+        return False
+    return True
+
+
+async def _answers_200(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            return (await client.get(url)).status_code == 200
+    return False
+
+
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

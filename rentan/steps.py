@@ -1,0 +1,208 @@
+"""Human steps on enrollments, sent to their workflows as Updates (API and demo share these).
+
+Each answers with the enrollment's state once its workflow accepted the step, or raises
+``StepRefused`` with the workflow's own reason. Budget approval is all or nothing: the whole
+batch is committed against the funding source's ceiling in one transaction before any
+workflow hears of it; an enrollment whose workflow then refuses gets its share released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import budget
+from domain.states import State
+from models.db import session_scope
+from models.tables import Enrollment, FundingSource
+from workflows.enrollment import EnrollmentWorkflow
+from workflows.messages import Actor, BudgetCommitment, StepResult
+
+STEP_CONCURRENCY = 32
+
+
+class StepRefused(Exception):
+    """The workflow (or the budget) refused the step; ``message`` is its reason."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+
+class EnrollmentNotFound(LookupError):
+    pass
+
+
+def find_enrollment(session: Session, enrollment_id: str) -> Enrollment:
+    row = session.get(Enrollment, enrollment_id)
+    if row is None:
+        raise EnrollmentNotFound(enrollment_id)
+    return row
+
+
+async def send_step(client: Client, workflow_id: str, update: Any, arg: Any) -> StepResult:
+    """Run one Update and translate a refusal into ``StepRefused``."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        result: StepResult = await handle.execute_update(update, arg)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise StepRefused(
+            cause.message if isinstance(cause, ApplicationError) else str(cause)
+        ) from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise StepRefused("the enrollment's workflow has ended; no step can be taken") from None
+        raise
+    return result
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    enrollment_id: str
+    ok: bool
+    state: str | None = None
+    error: str | None = None
+
+
+async def send_many(
+    client: Client,
+    engine: Engine,
+    enrollment_ids: list[str],
+    update: Any,
+    arg: Any,
+) -> list[StepOutcome]:
+    """The same step for many enrollments, concurrently; one outcome per id, in order."""
+    with Session(engine) as session:
+        rows = {
+            r.id: r
+            for r in session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
+        }
+    limit = asyncio.Semaphore(STEP_CONCURRENCY)
+
+    async def one(enrollment_id: str) -> StepOutcome:
+        row = rows.get(enrollment_id)
+        if row is None:
+            return StepOutcome(enrollment_id, ok=False, error="no such enrollment")
+        async with limit:
+            try:
+                result = await send_step(client, row.workflow_id, update, arg)
+            except StepRefused as exc:
+                return StepOutcome(enrollment_id, ok=False, error=exc.message)
+        return StepOutcome(enrollment_id, ok=True, state=result.state)
+
+    return list(await asyncio.gather(*(one(i) for i in enrollment_ids)))
+
+
+@dataclass(frozen=True)
+class BudgetApproval:
+    funding_source: str
+    committed_idr: int
+    remaining_idr: int
+    outcomes: list[StepOutcome]
+
+
+async def approve_budget(
+    client: Client,
+    engine: Engine,
+    *,
+    program_code: str,
+    funding_source: str,
+    enrollment_ids: list[str],
+    actor: Actor,
+    reason: str = "",
+) -> BudgetApproval:
+    """Commit the premium of every listed enrollment for the period, all or nothing."""
+    awaiting = (State.VERIFIED.value, State.RENEWAL_PENDING.value)
+    with session_scope(engine) as session:
+        rows = list(
+            session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids))).all()
+        )
+        found = {r.id for r in rows}
+        problems = [f"{i}: no such enrollment" for i in enrollment_ids if i not in found]
+        problems += [
+            f"{r.id}: belongs to {r.program_code}" for r in rows if r.program_code != program_code
+        ]
+        problems += [
+            f"{r.id}: is {r.state}, not awaiting budget" for r in rows if r.state not in awaiting
+        ]
+        if problems:
+            raise StepRefused("nothing committed: " + "; ".join(problems[:20]), problems=problems)
+        try:
+            source = budget.commit(
+                session,
+                program_code=program_code,
+                source_code=funding_source,
+                claims=[budget.Claim(r.id, r.category, r.premium_idr) for r in rows],
+                actor=actor.name,
+            )
+        except budget.CeilingExceeded as exc:
+            raise StepRefused(
+                str(exc),
+                requested_idr=exc.requested,
+                remaining_idr=exc.remaining,
+                shortfall_idr=exc.shortfall,
+            ) from None
+        except budget.BudgetError as exc:
+            raise StepRefused(str(exc)) from None
+        premiums = {r.id: r.premium_idr for r in rows}
+    limit = asyncio.Semaphore(STEP_CONCURRENCY)
+
+    async def one(enrollment_id: str, premium: int) -> StepOutcome:
+        async with limit:
+            return await _commit_one(
+                client, engine, enrollment_id, program_code, funding_source, premium, actor, reason
+            )
+
+    outcomes = await asyncio.gather(*(one(i, p) for i, p in premiums.items()))
+    with Session(engine) as session:
+        source = session.exec(
+            select(FundingSource).where(
+                FundingSource.program_code == program_code, FundingSource.code == funding_source
+            )
+        ).one()
+        return BudgetApproval(
+            funding_source=funding_source,
+            committed_idr=source.committed_idr,
+            remaining_idr=source.ceiling_idr - source.committed_idr,
+            outcomes=list(outcomes),
+        )
+
+
+async def _commit_one(
+    client: Client,
+    engine: Engine,
+    enrollment_id: str,
+    program_code: str,
+    funding_source: str,
+    premium: int,
+    actor: Actor,
+    reason: str,
+) -> StepOutcome:
+    with Session(engine) as session:
+        workflow_id = find_enrollment(session, enrollment_id).workflow_id
+    step = BudgetCommitment(
+        actor=actor,
+        program_code=program_code,
+        funding_source=funding_source,
+        amount_idr=premium,
+        reason=reason,
+    )
+    try:
+        result = await send_step(client, workflow_id, EnrollmentWorkflow.approve_budget, step)
+    except StepRefused as exc:
+        # The workflow moved on since the check (withdrawn meanwhile): give its share back.
+        with session_scope(engine) as session:
+            budget.release(
+                session, enrollment_id=enrollment_id, program_code=program_code, actor=actor.name
+            )
+        return StepOutcome(enrollment_id, ok=False, error=exc.message)
+    return StepOutcome(enrollment_id, ok=True, state=result.state)

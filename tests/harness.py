@@ -1,0 +1,168 @@
+"""Building blocks for tests that run real workflows: a worker, a program, a nomination list."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client
+
+from activities.bpjs import BpjsActivities, HttpBpjsAdapter
+from activities.projection import ProjectionActivities
+from bpjs_sim.app import SimConfig, create_app
+from domain.nomination import WorkerRow
+from models.tables import Program
+from rentan.nominations import NominationResult, nominate
+from rentan.programs import FundingSourceSpec, ProgramSpec, create_program
+from rentan.settings import Settings
+from worker import ACTIVITY_SLOTS, build_worker
+from workflows.messages import Actor
+
+OPERATOR = Actor(name="op-embawang", role="village_operator", village_code="16.03.01.2011")
+VERIFIER = Actor(name="dpmd-verifier", role="dpmd_verifier")
+BUDGET_OFFICER = Actor(name="budget-officer", role="budget_officer")
+VILLAGE = "16.03.01.2011"  # Embawang, a desa in Tanjung Agung
+OTHER_VILLAGE = "16.03.01.2012"  # Pagar Dewa
+KELURAHAN = "16.03.02.1006"  # Tungkal, a kelurahan in Muara Enim district
+
+
+@dataclass
+class Sim:
+    """The BPJS simulator app in-process, reached through the real HTTP adapter (ASGI)."""
+
+    config: SimConfig
+    adapter: HttpBpjsAdapter
+    client: httpx.AsyncClient
+
+    async def counts(self) -> dict[str, object]:
+        response = await self.client.get("/v1/registrations/counts")
+        data: dict[str, object] = response.json()
+        return data
+
+
+def make_sim(config: SimConfig | None = None) -> Sim:
+    config = config or SimConfig()
+    app = create_app(config)
+    adapter = HttpBpjsAdapter("http://bpjs-sim")
+    transport = httpx.ASGITransport(app=app)
+    adapter._client = httpx.AsyncClient(transport=transport, base_url="http://bpjs-sim")
+    client = httpx.AsyncClient(transport=transport, base_url="http://bpjs-sim")
+    return Sim(config=config, adapter=adapter, client=client)
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, settings: Settings, engine: Engine, sim: Sim
+) -> AsyncIterator[None]:
+    with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
+        worker = build_worker(
+            client,
+            settings,
+            projection=ProjectionActivities(engine),
+            bpjs=BpjsActivities(sim.adapter),
+            executor=executor,
+        )
+        async with worker:
+            yield
+
+
+def nik(day: int, month: int, year: int, serial: int, *, female: bool = False) -> str:
+    """A valid Muara Enim NIK (Tanjung Agung) for the given birth date."""
+    return f"160301{day + (40 if female else 0):02d}{month:02d}{year % 100:02d}{serial:04d}"
+
+
+def worker_row(serial: int, **overrides: str) -> WorkerRow:
+    fields = {
+        "nik": nik(15, 5, 1985, serial),
+        "full_name": f"Warga Uji {serial}",
+        "birth_date": "1985-05-15",
+        "gender": "L",
+        "category": "perangkat_desa",
+    }
+    fields.update(overrides)
+    return WorkerRow(**fields)
+
+
+def make_program(
+    engine: Engine,
+    *,
+    code: str = "ME-TEST",
+    start: dt.date | None = None,
+    months: int = 3,
+    ceiling_idr: int = 10_000_000,
+    successor: str | None = None,
+    lead_days: int = 30,
+    expiry_days: int | None = None,
+) -> Program:
+    start = start or dt.date.today().replace(day=1)
+    end = start
+    for _ in range(months):
+        end = (end + dt.timedelta(days=32)).replace(day=1)
+    end -= dt.timedelta(days=1)
+    create_program(
+        engine,
+        ProgramSpec(
+            code=code,
+            name=f"Test program {code}",
+            period_start=start,
+            period_end=end,
+            renewal_lead_days=lead_days,
+            successor=successor,
+            verification_expiry_days=expiry_days,
+            funding_sources=[
+                FundingSourceSpec(
+                    code="APBD",
+                    name="APBD Muara Enim",
+                    ceiling_idr=ceiling_idr,
+                    categories=[
+                        "kepala_desa",
+                        "perangkat_desa",
+                        "bpd",
+                        "non_perangkat",
+                        "linmas",
+                        "guru_ngaji",
+                        "operator_desa",
+                        "rt_rw",
+                    ],
+                ),
+                FundingSourceSpec(
+                    code="DBH_SAWIT",
+                    name="DBH Sawit",
+                    ceiling_idr=ceiling_idr,
+                    categories=["petani_sawit"],
+                ),
+            ],
+        ),
+    )
+    with Session(engine) as session:
+        program = session.get(Program, code)
+        assert program is not None
+        return program
+
+
+async def nominate_rows(
+    client: Client,
+    settings: Settings,
+    program: Program,
+    rows: list[WorkerRow],
+    *,
+    village: str = VILLAGE,
+    actor: Actor = OPERATOR,
+    today: dt.date | None = None,
+) -> NominationResult:
+    return await nominate(
+        client,
+        program=program,
+        village_code=village,
+        rows=list(enumerate(rows, start=1)),
+        actor=actor,
+        id_secret=settings.id_secret_bytes(),
+        task_queue=settings.task_queue,
+        today=today or dt.date.today(),
+    )

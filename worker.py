@@ -1,0 +1,110 @@
+"""One rentan worker process: runs enrollment workflows and their activities.
+
+``python worker.py`` (or ``rentan worker``) connects to the configured Temporal and polls the
+task queue until SIGINT/SIGTERM; then it stops taking work, lets in-flight tasks finish and
+shuts down before the event loop closes (the SDK aborts otherwise). Start as many as needed:
+Temporal spreads the work between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.bpjs import BpjsActivities, HttpBpjsAdapter
+from activities.projection import ProjectionActivities
+from models.db import make_engine
+from rentan.logs import configure_logging, get_logger
+from rentan.settings import Settings, get_settings
+from rentan.temporal import connect
+from workflows.enrollment import EnrollmentWorkflow
+
+WORKFLOWS = [EnrollmentWorkflow]
+# Projection writes are synchronous SQL: they run on threads so they never block the event loop.
+# One thread per activity slot, so a slot never waits for a thread.
+ACTIVITY_SLOTS = 32
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    projection: ProjectionActivities,
+    bpjs: BpjsActivities,
+    executor: ThreadPoolExecutor,
+    task_queue: str | None = None,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            projection.record_nomination,
+            projection.record_transition,
+            projection.release_budget,
+            projection.recommit_budget,
+            projection.open_renewal,
+            projection.cancel_renewal,
+            bpjs.register_participant,
+            bpjs.extend_participant,
+            bpjs.end_coverage,
+        ],
+        activity_executor=executor,
+        max_concurrent_activities=ACTIVITY_SLOTS,
+        max_concurrent_local_activities=ACTIVITY_SLOTS,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    log = get_logger("rentan.worker")
+    client = await _connect_with_retry(settings)
+    engine = make_engine(settings.resolved_database_url)
+    adapter = HttpBpjsAdapter(settings.bpjs_base_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS, thread_name_prefix="rentan-db") as executor:
+        worker = build_worker(
+            client,
+            settings,
+            projection=ProjectionActivities(engine),
+            bpjs=BpjsActivities(adapter),
+            executor=executor,
+        )
+        async with worker:
+            log.info("worker polling", task_queue=settings.task_queue)
+            await stop.wait()
+            log.info("worker stopping")
+    await adapter.aclose()
+    engine.dispose()
+
+
+async def _connect_with_retry(settings: Settings, attempts: int = 60) -> Client:
+    """Temporal may still be starting (``rentan up``, a rolling restart): wait for it."""
+    log = get_logger("rentan.worker")
+    for attempt in range(1, attempts + 1):
+        try:
+            return await connect(settings, identity=None)
+        except RuntimeError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("temporal not reachable yet", attempt=attempt, error=str(exc)[:200])
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,685 @@
+"""``EnrollmentWorkflow``: one person in one program period, from nomination to the end of coverage.
+
+nominated -verify-> verified -budget-> budget_approved -> registering -> active -> renewal_pending
+-> active (next period, continue-as-new) | lapsed. Human steps are Updates with validators (the
+caller learns at once whether the step was taken); each accepted step is written to the
+projection and the audit log by a local activity before the Update answers, so a read after the
+answer sees it. Deadlines are durable timers. All I/O lives in activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bpjs import BpjsActivities
+    from activities.projection import ProjectionActivities
+    from domain.states import State, refusal
+    from workflows import search_attributes as sa
+    from workflows import timing
+    from workflows.messages import (
+        SYSTEM,
+        Actor,
+        BudgetCommitment,
+        BudgetRecommit,
+        BudgetRelease,
+        CoverageEnd,
+        EnrollmentChanges,
+        EnrollmentInput,
+        EnrollmentView,
+        ExtensionRequest,
+        NominationRecord,
+        NominationRequest,
+        PersonData,
+        RegistrationRequest,
+        RegistrationResult,
+        Renewal,
+        RenewalConfirmation,
+        RenewalOpening,
+        RenewalTerms,
+        Resubmission,
+        StepResult,
+        Termination,
+        Transition,
+        Verification,
+        Withdrawal,
+    )
+
+LOCAL_TIMEOUT = timedelta(seconds=30)
+# Transient BPJS failures retry with backoff, for as long as it takes; what retrying cannot fix
+# (NIK unknown to the population registry, already registered) ends the attempt at once.
+BPJS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=["NikUnknown", "AlreadyRegistered", "InvalidParticipant"],
+)
+BPJS_TIMEOUT = timedelta(seconds=30)
+NOMINATION_GRACE = timedelta(hours=1)
+
+
+@workflow.defn
+class EnrollmentWorkflow:
+    @workflow.init
+    def __init__(self, inp: EnrollmentInput) -> None:
+        self.inp = inp
+        self.person: PersonData = inp.person
+        self.state: State | None = State.ACTIVE if inp.renewal else None
+        self.seq = 0
+        self.kpj: str | None = inp.renewal.kpj_number if inp.renewal else None
+        self.coverage: tuple[dt.date, dt.date] | None = None
+        self.funding_source: str | None = inp.renewal.funding_source if inp.renewal else None
+        self.registration_attempt = 0
+        self.renewal_confirmed = False
+        self.next_terms: RenewalTerms | None = None
+        self.next_budget: BudgetCommitment | None = None
+        self.terminated: Termination | None = None
+        self.duplicate: str | None = None
+        # A human step in flight: the next one waits its turn (its validator refuses it), so two
+        # steps never interleave at their awaits (say, a withdrawal racing a resubmission).
+        self.step_in_progress: str | None = None
+        # Records reach the projection in seq order: a human step's record and the main line's
+        # next one would otherwise race, and the older one (seq guard) would be dropped.
+        self.record_lock = asyncio.Lock()
+
+    # --- the main line --------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: EnrollmentInput) -> str:
+        if inp.renewal is not None:
+            await self._start_renewed_period(inp.renewal)
+        else:
+            try:
+                await workflow.wait_condition(
+                    lambda: self.state is not None or self.duplicate is not None,
+                    timeout=NOMINATION_GRACE,
+                )
+            except TimeoutError:
+                raise ApplicationError("started without a nomination", non_retryable=True) from None
+            if self.duplicate is not None:
+                # Failing (not completing) lets the id be used again once the other one ends.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                raise ApplicationError(self.duplicate, type="DuplicateNomination")
+            await self._await_verification()
+            await workflow.wait_condition(lambda: self.state != State.VERIFIED)
+            while self.state in (State.BUDGET_APPROVED, State.REGISTERING):
+                await self._register()
+                if self.state == State.REGISTRATION_FAILED:
+                    await self._await_resubmission()
+        if self.state in (State.ACTIVE, State.RENEWAL_PENDING):
+            await self._cover()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state_name()
+
+    async def _await_verification(self) -> None:
+        """Reminder, escalation and (where the program says so) expiry while nobody verifies."""
+        terms = self.inp.program
+        started = workflow.now()
+        stages: list[tuple[int, str]] = [
+            (terms.verification_reminder_days, "verification_reminder"),
+            (terms.verification_deadline_days, "verification_escalated"),
+        ]
+        if terms.verification_expiry_days is not None:
+            stages.append((terms.verification_expiry_days, "verification_expired"))
+        for days, action in sorted(stages):
+            left = timing.until(started + timedelta(days=days), workflow.now())
+            try:
+                await workflow.wait_condition(lambda: self.state != State.NOMINATED, timeout=left)
+                return
+            except TimeoutError:
+                if action == "verification_expired":
+                    await self._move(State.EXPIRED, action, SYSTEM, "verification deadline passed")
+                    return
+                await self._note(action, f"not verified after {days} days")
+        await workflow.wait_condition(lambda: self.state != State.NOMINATED)
+
+    async def _register(self) -> None:
+        if self.state == State.BUDGET_APPROVED:
+            await self._move(State.REGISTERING, "registration_started", SYSTEM)
+        self.registration_attempt += 1
+        terms = self.inp.program
+        request = RegistrationRequest(
+            # Same key on every retry and replay: BPJS registers the person at most once.
+            idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:{self.registration_attempt}",
+            nik=self.person.nik,
+            full_name=self.person.full_name,
+            birth_date=self.person.birth_date,
+            gender=self.person.gender,
+            category=self.inp.category,
+            village_code=self.inp.village_code,
+            period_start=terms.period_start,
+            period_end=terms.period_end,
+        )
+        try:
+            result: RegistrationResult = await workflow.execute_activity_method(
+                BpjsActivities.register_participant,
+                request,
+                start_to_close_timeout=BPJS_TIMEOUT,
+                retry_policy=BPJS_RETRY,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            await self._release_budget(f"registration ended: {message}")
+            if kind == "AlreadyRegistered":
+                details = cause.details if isinstance(cause, ApplicationError) else ()
+                kpj = str(details[0]) if details else None
+                await self._move(
+                    State.ALREADY_COVERED,
+                    "already_covered",
+                    SYSTEM,
+                    message,
+                    changes=EnrollmentChanges(kpj_number=kpj),
+                )
+            else:
+                await self._move(State.REGISTRATION_FAILED, "registration_failed", SYSTEM, message)
+            return
+        self.kpj = result.kpj_number
+        self.coverage = (result.coverage_start, result.coverage_end)
+        await self._move(
+            State.ACTIVE,
+            "activated",
+            SYSTEM,
+            changes=EnrollmentChanges(
+                kpj_number=result.kpj_number,
+                coverage_start=result.coverage_start,
+                coverage_end=result.coverage_end,
+            ),
+        )
+
+    async def _await_resubmission(self) -> None:
+        """A failed registration waits for corrected data or withdrawal until the period ends."""
+        left = timing.until(timing.end_of(self.inp.program.period_end), workflow.now())
+        try:
+            await workflow.wait_condition(
+                lambda: self.state != State.REGISTRATION_FAILED, timeout=left
+            )
+        except TimeoutError:
+            await self._note("resubmission_window_closed", "the period ended")
+
+    async def _start_renewed_period(self, renewal: Renewal) -> None:
+        terms = self.inp.program
+        result: RegistrationResult = await workflow.execute_activity_method(
+            BpjsActivities.extend_participant,
+            ExtensionRequest(
+                idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:extend",
+                kpj_number=renewal.kpj_number,
+                period_start=terms.period_start,
+                period_end=terms.period_end,
+            ),
+            start_to_close_timeout=BPJS_TIMEOUT,
+            retry_policy=BPJS_RETRY,
+        )
+        self.coverage = (result.coverage_start, result.coverage_end)
+        await self._move(
+            State.ACTIVE,
+            "renewed",
+            SYSTEM,
+            f"continues {renewal.previous_enrollment_id}",
+            changes=EnrollmentChanges(
+                kpj_number=renewal.kpj_number,
+                coverage_start=result.coverage_start,
+                coverage_end=result.coverage_end,
+                funding_source=renewal.funding_source,
+            ),
+            previous=State.RENEWAL_PENDING,
+        )
+
+    async def _cover(self) -> None:
+        """Coverage until the period ends: renewal window, then renewal or lapse."""
+        terms = self.inp.program
+        opens = timing.renewal_opens(terms.period_end, terms.renewal_lead_days)
+        ends = timing.end_of(terms.period_end)
+        if await self._terminated_before(opens):
+            return
+        if self.state == State.ACTIVE:
+            self.next_terms = await workflow.execute_local_activity_method(
+                ProjectionActivities.open_renewal,
+                RenewalOpening(self.inp, workflow.info().workflow_id, workflow.now()),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+            )
+            await self._move(
+                State.RENEWAL_PENDING,
+                "renewal_window_opened",
+                SYSTEM,
+                self.next_terms.refusal or f"next period: {self.next_terms.enrollment_id}",
+            )
+        if await self._terminated_before(ends):
+            return
+        terms_next = self.next_terms
+        if (
+            terms_next is not None
+            and terms_next.program is not None
+            and terms_next.enrollment_id is not None
+            and self.renewal_confirmed
+            and self.next_budget is not None
+        ):
+            await self._move(State.ACTIVE, "period_completed", SYSTEM, "renewed")
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(
+                EnrollmentInput(
+                    enrollment_id=terms_next.enrollment_id,
+                    program=terms_next.program,
+                    person=self.person,
+                    person_key=self.inp.person_key,
+                    village_code=self.inp.village_code,
+                    district_code=self.inp.district_code,
+                    category=self.inp.category,
+                    declared_income_idr=self.inp.declared_income_idr,
+                    premium_idr=self.next_budget.amount_idr,
+                    nominated_by=self.inp.nominated_by,
+                    renewal=Renewal(
+                        previous_enrollment_id=self.inp.enrollment_id,
+                        kpj_number=self.kpj or "",
+                        funding_source=self.next_budget.funding_source,
+                        premium_idr=self.next_budget.amount_idr,
+                    ),
+                )
+            )
+        missing = [
+            what
+            for what, ok in (
+                ("village confirmation", self.renewal_confirmed),
+                ("budget for the next period", self.next_budget is not None),
+                ("a successor program", terms_next is not None and terms_next.program is not None),
+            )
+            if not ok
+        ]
+        await self._close_renewal(f"lapsed without {', '.join(missing)}")
+        await self._move(
+            State.LAPSED, "lapsed", SYSTEM, f"period ended without {', '.join(missing)}"
+        )
+
+    async def _terminated_before(self, moment: dt.datetime) -> bool:
+        try:
+            await workflow.wait_condition(
+                lambda: self.terminated is not None,
+                timeout=timing.until(moment, workflow.now()),
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _close_renewal(self, reason: str) -> None:
+        """Give back the next period's reservation and any budget committed to it."""
+        if self.next_terms is not None and self.next_terms.enrollment_id is not None:
+            await workflow.execute_local_activity_method(
+                ProjectionActivities.cancel_renewal,
+                BudgetRelease(
+                    enrollment_id=self.next_terms.enrollment_id,
+                    program_code=self.next_terms.program.code if self.next_terms.program else "",
+                    actor=SYSTEM,
+                    reason=reason,
+                ),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+            )
+
+    # --- Updates: nomination ----------------------------------------------------------------
+
+    @workflow.update
+    async def nominate(self, request: NominationRequest) -> StepResult:
+        if request.village_code != self.inp.village_code:
+            # Only reachable while the first nomination is still being recorded.
+            raise ApplicationError(self._duplicate_message(), type="DuplicateNomination")
+        if self.state is not None:
+            return self._result()  # the same list sent again: nothing changes
+        outcome = await workflow.execute_local_activity_method(
+            ProjectionActivities.record_nomination,
+            NominationRecord(
+                input=self.inp,
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                occurred_at=workflow.now(),
+            ),
+            start_to_close_timeout=LOCAL_TIMEOUT,
+        )
+        if not outcome.recorded:
+            self.duplicate = (
+                f"already nominated for {self.inp.program.code} by village "
+                f"{outcome.existing_village_code} as enrollment {outcome.existing_enrollment_id} "
+                f"({outcome.existing_state})"
+            )
+            raise ApplicationError(
+                self.duplicate,
+                outcome.existing_enrollment_id,
+                type="DuplicateNomination",
+                non_retryable=True,
+            )
+        self.state = State.NOMINATED
+        self.seq = 1
+        return self._result()
+
+    @nominate.validator
+    def _validate_nominate(self, request: NominationRequest) -> None:
+        if self.duplicate is not None:
+            raise ApplicationError(self.duplicate, type="DuplicateNomination")
+        if self.state is not None and request.village_code != self.inp.village_code:
+            raise ApplicationError(
+                self._duplicate_message(), self.inp.enrollment_id, type="DuplicateNomination"
+            )
+
+    def _duplicate_message(self) -> str:
+        return (
+            f"already nominated for {self.inp.program.code} by village "
+            f"{self.inp.village_code} as enrollment {self.inp.enrollment_id}"
+        )
+
+    # --- Updates: human steps ---------------------------------------------------------------
+
+    @workflow.update
+    async def verify(self, step: Verification) -> StepResult:
+        with self._step("verify"):
+            target = State.VERIFIED if step.approve else State.REJECTED
+            await self._move(
+                target, "verified" if step.approve else "rejected", step.actor, step.reason
+            )
+            return self._result()
+
+    @verify.validator
+    def _validate_verify(self, step: Verification) -> None:
+        self._require(State.VERIFIED if step.approve else State.REJECTED)
+        if not step.approve and not step.reason.strip():
+            raise ApplicationError("a rejection needs a reason", type="StepRefused")
+
+    @workflow.update
+    async def approve_budget(self, step: BudgetCommitment) -> StepResult:
+        with self._step("approve_budget"):
+            if self.state == State.RENEWAL_PENDING:
+                self.next_budget = step
+                await self._note(
+                    "renewal_budget_approved",
+                    step.reason,
+                    actor=step.actor,
+                    detail={
+                        "funding_source": step.funding_source,
+                        "amount_idr": str(step.amount_idr),
+                    },
+                )
+                return self._result()
+            self.funding_source = step.funding_source
+            await self._move(
+                State.BUDGET_APPROVED,
+                "budget_approved",
+                step.actor,
+                step.reason,
+                changes=EnrollmentChanges(funding_source=step.funding_source),
+            )
+            return self._result()
+
+    @approve_budget.validator
+    def _validate_approve_budget(self, step: BudgetCommitment) -> None:
+        self._check_idle()
+        if self.state == State.RENEWAL_PENDING:
+            terms = self.next_terms
+            if terms is None or terms.program is None or terms.program.code != step.program_code:
+                pending_for = terms.program.code if terms and terms.program else "no program"
+                raise ApplicationError(
+                    f"renewal is pending for {pending_for}, not {step.program_code}",
+                    type="StepRefused",
+                )
+            if self.next_budget is not None:
+                raise ApplicationError(
+                    "next period's budget is already approved", type="StepRefused"
+                )
+            return
+        if step.program_code != self.inp.program.code:
+            raise ApplicationError(
+                f"enrollment belongs to {self.inp.program.code}, not {step.program_code}",
+                type="StepRefused",
+            )
+        self._require(State.BUDGET_APPROVED)
+
+    @workflow.update
+    async def withdraw(self, step: Withdrawal) -> StepResult:
+        with self._step("withdraw"):
+            # The state changes before any await, so the main line cannot start a registration.
+            await self._move(State.WITHDRAWN, "withdrawn", step.actor, step.reason)
+            await self._release_budget(f"withdrawn: {step.reason}")
+            return self._result()
+
+    @withdraw.validator
+    def _validate_withdraw(self, step: Withdrawal) -> None:
+        self._require(State.WITHDRAWN)
+        if not step.reason.strip():
+            raise ApplicationError("a withdrawal needs a reason", type="StepRefused")
+
+    @workflow.update
+    async def confirm_renewal(self, step: RenewalConfirmation) -> StepResult:
+        with self._step("confirm_renewal"):
+            self.renewal_confirmed = step.confirm
+            await self._note(
+                "renewal_confirmed" if step.confirm else "renewal_declined",
+                step.reason,
+                actor=step.actor,
+            )
+            return self._result()
+
+    @confirm_renewal.validator
+    def _validate_confirm_renewal(self, step: RenewalConfirmation) -> None:
+        self._check_idle()
+        if self.state != State.RENEWAL_PENDING:
+            raise ApplicationError(
+                f"enrollment is {self._state_name()}; renewal is not pending", type="StepRefused"
+            )
+
+    @workflow.update
+    async def terminate(self, step: Termination) -> StepResult:
+        with self._step("terminate"):
+            self.terminated = step
+            if self.kpj is not None:
+                await workflow.execute_activity_method(
+                    BpjsActivities.end_coverage,
+                    CoverageEnd(
+                        idempotency_key=f"{workflow.info().workflow_id}:{self.inp.program.code}:end",
+                        kpj_number=self.kpj,
+                        effective_date=step.effective_date,
+                        reason=step.reason,
+                    ),
+                    start_to_close_timeout=BPJS_TIMEOUT,
+                    retry_policy=BPJS_RETRY,
+                )
+            await self._close_renewal(f"terminated: {step.reason}")
+            await self._move(
+                State.TERMINATED,
+                "terminated",
+                step.actor,
+                f"{step.reason}: {step.note}".rstrip(": "),
+                changes=EnrollmentChanges(coverage_end=step.effective_date),
+            )
+            return self._result()
+
+    @terminate.validator
+    def _validate_terminate(self, step: Termination) -> None:
+        self._require(State.TERMINATED)
+        if self.terminated is not None:
+            raise ApplicationError("termination is already under way", type="StepRefused")
+        if step.reason not in ("death", "left_office", "moved", "other"):
+            raise ApplicationError(
+                "reason must be death, left_office, moved or other", type="StepRefused"
+            )
+        terms = self.inp.program
+        if not terms.period_start <= step.effective_date <= terms.period_end:
+            raise ApplicationError(
+                f"effective date must fall within {terms.period_start} to {terms.period_end}",
+                type="StepRefused",
+            )
+
+    @workflow.update
+    async def resubmit(self, step: Resubmission) -> StepResult:
+        with self._step("resubmit"):
+            if self.funding_source is None:
+                raise ApplicationError("no funding source to commit again", type="StepRefused")
+            await workflow.execute_local_activity_method(
+                ProjectionActivities.recommit_budget,
+                BudgetRecommit(
+                    enrollment_id=self.inp.enrollment_id,
+                    program_code=self.inp.program.code,
+                    funding_source=self.funding_source,
+                    amount_idr=self.inp.premium_idr,
+                    actor=step.actor,
+                ),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+            )
+            self.person = PersonData(
+                nik=self.person.nik,
+                full_name=step.full_name or self.person.full_name,
+                birth_date=step.birth_date or self.person.birth_date,
+                gender=step.gender or self.person.gender,
+                phone=self.person.phone,
+            )
+            await self._move(
+                State.REGISTERING,
+                "resubmitted",
+                step.actor,
+                step.reason,
+                changes=EnrollmentChanges(
+                    full_name=step.full_name, birth_date=step.birth_date, gender=step.gender
+                ),
+            )
+            return self._result()
+
+    @resubmit.validator
+    def _validate_resubmit(self, step: Resubmission) -> None:
+        self._require(State.REGISTERING)
+        if self.state != State.REGISTRATION_FAILED:
+            raise ApplicationError(
+                f"enrollment is {self._state_name()}; only a failed registration is resubmitted",
+                type="StepRefused",
+            )
+        if not (step.full_name or step.birth_date or step.gender):
+            raise ApplicationError(
+                "a resubmission needs at least one correction", type="StepRefused"
+            )
+
+    # --- Queries ----------------------------------------------------------------------------
+
+    @workflow.query
+    def view(self) -> EnrollmentView:
+        return EnrollmentView(
+            enrollment_id=self.inp.enrollment_id,
+            program=self.inp.program.code,
+            state=self._state_name(),
+            kpj_number=self.kpj,
+            coverage_start=self.coverage[0] if self.coverage else None,
+            coverage_end=self.coverage[1] if self.coverage else None,
+            funding_source=self.funding_source,
+            renewal_confirmed=self.renewal_confirmed,
+            next_budget=self.next_budget.funding_source if self.next_budget else None,
+            seq=self.seq,
+        )
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _state_name(self) -> str:
+        return self.state.value if self.state else "not nominated"
+
+    def _result(self) -> StepResult:
+        return StepResult(enrollment_id=self.inp.enrollment_id, state=self._state_name())
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        self.step_in_progress = name
+        try:
+            yield
+        finally:
+            self.step_in_progress = None
+
+    def _check_idle(self) -> None:
+        if self.step_in_progress is not None:
+            raise ApplicationError(
+                f"another step ({self.step_in_progress}) is in progress; try again",
+                type="StepInProgress",
+            )
+
+    def _require(self, target: State) -> None:
+        if self.state is None:
+            raise ApplicationError("enrollment is not nominated yet", type="StepRefused")
+        self._check_idle()
+        reason = refusal(self.state, target)
+        if reason is not None:
+            raise ApplicationError(reason, type="StepRefused")
+
+    async def _move(
+        self,
+        target: State,
+        action: str,
+        actor: Actor,
+        reason: str = "",
+        *,
+        changes: EnrollmentChanges | None = None,
+        previous: State | None = None,
+    ) -> None:
+        before = previous or self.state or State.NOMINATED
+        self.state = target
+        await self._record(action, actor, reason, before, target, changes=changes)
+        workflow.upsert_search_attributes([sa.STATE.value_set(target.value)])
+
+    async def _note(
+        self,
+        action: str,
+        reason: str,
+        *,
+        actor: Actor = SYSTEM,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """An event without a state change (reminder, escalation, a renewal decision)."""
+        current = self.state or State.NOMINATED
+        await self._record(action, actor, reason, current, current, detail=detail)
+
+    async def _record(
+        self,
+        action: str,
+        actor: Actor,
+        reason: str,
+        before: State,
+        after: State,
+        *,
+        changes: EnrollmentChanges | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        occurred_at = workflow.now()
+        async with self.record_lock:
+            self.seq += 1
+            info = workflow.info()
+            await workflow.execute_local_activity_method(
+                ProjectionActivities.record_transition,
+                Transition(
+                    enrollment_id=self.inp.enrollment_id,
+                    workflow_id=info.workflow_id,
+                    run_id=info.run_id,
+                    seq=self.seq,
+                    action=action,
+                    actor=actor,
+                    state_before=before.value,
+                    state_after=after.value,
+                    occurred_at=occurred_at,
+                    reason=reason,
+                    human=actor.role != SYSTEM.role,
+                    changes=changes,
+                    detail=detail or {},
+                ),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+            )
+
+    async def _release_budget(self, reason: str) -> None:
+        if self.funding_source is None:
+            return
+        await workflow.execute_local_activity_method(
+            ProjectionActivities.release_budget,
+            BudgetRelease(
+                enrollment_id=self.inp.enrollment_id,
+                program_code=self.inp.program.code,
+                actor=SYSTEM,
+                reason=reason,
+            ),
+            start_to_close_timeout=LOCAL_TIMEOUT,
+        )
