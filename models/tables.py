@@ -154,3 +154,18 @@ class AuditEvent(SQLModel, table=True):
     detail: str = Field(default="{}")  # canonical JSON, no personal data
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=80)
+    role: str = Field(max_length=40)
+    village_code: str | None = Field(default=None, foreign_key="village.code", max_length=13)
+    key_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=12)  # the key's first characters, to tell keys apart in lists
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    revoked_at: dt.datetime | None = None

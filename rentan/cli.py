@@ -17,6 +17,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(
+    help="API keys: one per person or system, each with one role.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
 
 
 def _settings() -> Settings:
@@ -142,6 +146,76 @@ def demo(
             raise typer.Exit(2) from None
     ok = asyncio.run(run_demo(settings, size=size, period_start=start))
     raise typer.Exit(0 if ok else 1)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[
+        str, typer.Option(help="village_operator, dpmd_verifier, budget_officer, auditor or admin")
+    ],
+    village: Annotated[
+        str | None, typer.Option(help="Village code (village_operator keys only).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Who holds the key.")] = None,
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from models.db import make_engine
+    from models.migrate import upgrade
+    from rentan.keys import KeyRefused, Role, create_key
+
+    settings = _settings()
+    try:
+        parsed = Role(role)
+    except ValueError:
+        typer.echo(
+            f"rentan: unknown role {role!r}; one of: {', '.join(r.value for r in Role)}", err=True
+        )
+        raise typer.Exit(2) from None
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        key = create_key(engine, role=parsed, name=name or parsed.value, village_code=village)
+    except KeyRefused as exc:
+        typer.echo(f"rentan: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (id, name, role, village, prefix, created, revoked); never the keys themselves."""
+    from models.db import make_engine
+    from rentan.keys import list_keys
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    for key in list_keys(engine):
+        revoked = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        typer.echo(
+            f"{key.id}\t{key.name}\t{key.role}\t{key.village_code or '-'}\t{key.prefix}…\t"
+            f"{key.created_at:%Y-%m-%d}\t{revoked}"
+        )
+    engine.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")],
+) -> None:
+    """Revoke a key: it is refused (401) from now on."""
+    from models.db import make_engine
+    from rentan.keys import revoke_key
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    ok = revoke_key(engine, key_id)
+    engine.dispose()
+    if not ok:
+        typer.echo(f"rentan: no active key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"key {key_id} revoked")
 
 
 @db_app.command("upgrade")

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, GetSystemInfoRequest
@@ -166,6 +167,8 @@ async def run_stack(
         )
         upgrade(settings.resolved_database_url)
         log.info("database ready", url=_redacted(settings.resolved_database_url))
+        keys_file = _dev_keys(settings)
+        log.info("demo API keys (one per role)", file=str(keys_file))
 
         components = [Child("bpjs-sim", rentan_argv("bpjs-sim"))]
         if with_worker:
@@ -234,6 +237,17 @@ async def _answers_200(url: str) -> bool:
         async with httpx.AsyncClient(timeout=2.0) as client:
             return (await client.get(url)).status_code == 200
     return False
+
+
+def _dev_keys(settings: Settings) -> Path:
+    from models.db import make_engine
+    from rentan.keys import ensure_dev_keys
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        return ensure_dev_keys(engine, settings.data_dir)
+    finally:
+        engine.dispose()
 
 
 def _redacted(url: str) -> str:

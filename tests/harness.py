@@ -10,19 +10,23 @@ from dataclasses import dataclass
 
 import httpx
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
-from activities.bpjs import BpjsActivities, HttpBpjsAdapter
+from activities.bpjs import BpjsActivities, BpjsAdapter, HttpBpjsAdapter
 from activities.projection import ProjectionActivities
-from bpjs_sim.app import SimConfig, create_app
+from bpjs_sim.app import SimConfig, Simulator, create_app
 from domain.nomination import WorkerRow
-from models.tables import Program
+from models.tables import AuditEvent, BudgetEntry, Enrollment, FundingSource, Program
 from rentan.nominations import NominationResult, nominate
 from rentan.programs import FundingSourceSpec, ProgramSpec, create_program
 from rentan.settings import Settings
+from rentan.steps import approve_budget, send_step
 from worker import ACTIVITY_SLOTS, build_worker
-from workflows.messages import Actor
+from workflows import timing
+from workflows.enrollment import EnrollmentWorkflow
+from workflows.messages import Actor, EnrollmentView, Verification
 
 OPERATOR = Actor(name="op-embawang", role="village_operator", village_code="16.03.01.2011")
 VERIFIER = Actor(name="dpmd-verifier", role="dpmd_verifier")
@@ -39,6 +43,7 @@ class Sim:
     config: SimConfig
     adapter: HttpBpjsAdapter
     client: httpx.AsyncClient
+    simulator: Simulator  # the app's state, for what the HTTP API does not show
 
     async def counts(self) -> dict[str, object]:
         response = await self.client.get("/v1/registrations/counts")
@@ -53,23 +58,41 @@ def make_sim(config: SimConfig | None = None) -> Sim:
     transport = httpx.ASGITransport(app=app)
     adapter._client = httpx.AsyncClient(transport=transport, base_url="http://bpjs-sim")
     client = httpx.AsyncClient(transport=transport, base_url="http://bpjs-sim")
-    return Sim(config=config, adapter=adapter, client=client)
+    return Sim(config=config, adapter=adapter, client=client, simulator=app.state.sim)
 
 
 @asynccontextmanager
 async def running_worker(
-    client: Client, settings: Settings, engine: Engine, sim: Sim
+    client: Client,
+    settings: Settings,
+    engine: Engine,
+    sim: Sim,
+    *,
+    adapter: BpjsAdapter | None = None,
 ) -> AsyncIterator[None]:
+    """A worker on the test's task queue; ``adapter`` replaces the sim's (e.g. to wrap it)."""
     with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
         worker = build_worker(
             client,
             settings,
             projection=ProjectionActivities(engine),
-            bpjs=BpjsActivities(sim.adapter),
+            bpjs=BpjsActivities(adapter or sim.adapter),
             executor=executor,
         )
         async with worker:
             yield
+
+
+async def server_today(env: WorkflowEnvironment) -> dt.date:
+    """Today (WIB) on the environment's clock: the session's time-skipping server runs ahead of
+    the wall clock once a test has skipped time, so programs are dated from it."""
+    return timing.local_date(await env.get_current_time())
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The first of the month ``months`` after ``day``'s month."""
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def nik(day: int, month: int, year: int, serial: int, *, female: bool = False) -> str:
@@ -166,3 +189,91 @@ async def nominate_rows(
         task_queue=settings.task_queue,
         today=today or dt.date.today(),
     )
+
+
+# --- reading what a test produced ------------------------------------------------------------
+
+
+def row_of(engine: Engine, enrollment_id: str) -> Enrollment:
+    with Session(engine) as session:
+        row = session.get(Enrollment, enrollment_id)
+        assert row is not None, f"no enrollment row {enrollment_id}"
+        return row
+
+
+def audit_of(engine: Engine, enrollment_id: str) -> list[AuditEvent]:
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.enrollment_id == enrollment_id)
+                .order_by(col(AuditEvent.id))
+            ).all()
+        )
+
+
+def ledger_of(engine: Engine, program_code: str) -> list[BudgetEntry]:
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(BudgetEntry)
+                .where(BudgetEntry.program_code == program_code)
+                .order_by(col(BudgetEntry.id))
+            ).all()
+        )
+
+
+def source_of(engine: Engine, program_code: str, code: str = "APBD") -> FundingSource:
+    with Session(engine) as session:
+        return session.exec(
+            select(FundingSource).where(
+                FundingSource.program_code == program_code, FundingSource.code == code
+            )
+        ).one()
+
+
+async def wait_for_state(
+    env: WorkflowEnvironment, workflow_id: str, *states: str, tries: int = 120
+) -> EnrollmentView:
+    """Skip time a second at a time until the workflow's view shows one of ``states``."""
+    handle = env.client.get_workflow_handle(workflow_id)
+    for _ in range(tries):
+        view: EnrollmentView = await handle.query(EnrollmentWorkflow.view)
+        if view.state in states:
+            return view
+        await env.sleep(dt.timedelta(seconds=1))
+    raise AssertionError(f"{workflow_id} stayed {view.state}, never became {states}")
+
+
+async def enroll(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    program: Program,
+    row: WorkerRow,
+    *,
+    until: str = "active",
+) -> str:
+    """Nominate ``row`` (dated by the server's clock), verify it, approve its budget from APBD
+    and wait until the workflow is ``until``; returns the enrollment id."""
+    client = env.client
+    result = await nominate_rows(client, settings, program, [row], today=await server_today(env))
+    assert result.rejected == [], result.rejected
+    (accepted,) = result.accepted
+    await send_step(
+        client,
+        accepted.enrollment_id,
+        EnrollmentWorkflow.verify,
+        Verification(actor=VERIFIER, approve=True, reason="matches DPMD records"),
+    )
+    approval = await approve_budget(
+        client,
+        engine,
+        program_code=program.code,
+        funding_source="APBD",
+        enrollment_ids=[accepted.enrollment_id],
+        actor=BUDGET_OFFICER,
+    )
+    assert [o.ok for o in approval.outcomes] == [True], approval.outcomes
+    await wait_for_state(env, accepted.enrollment_id, until)
+    return accepted.enrollment_id

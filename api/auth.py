@@ -1,0 +1,59 @@
+"""Authentication and roles, in one place: every route declares what it needs through these.
+
+No key or an unknown key: 401. A known key whose role may not do this: 403. A village operator
+asking for another village's enrollment gets 404 (``ensure_visible``): it must not learn that
+the enrollment exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.deps import SessionDep
+from rentan.keys import Principal, Role, authenticate
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `rentan keys create`.")
+
+READERS = frozenset(Role) - {Role.ADMIN}
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def current_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "an API key is required: Authorization: Bearer <key>", _CHALLENGE)
+    principal = authenticate(session, credentials.credentials)
+    if principal is None:
+        raise HTTPException(401, "unknown or revoked API key", _CHALLENGE)
+    # For the one-line-per-request log (the middleware reads request.state).
+    request.state.actor = principal.name
+    request.state.role = principal.role.value
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*roles: Role) -> Any:
+    """A dependency admitting only ``roles``."""
+    allowed = frozenset(roles)
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise HTTPException(403, f"role {principal.role.value} may not do this ({names} may)")
+        return principal
+
+    return Depends(check)
+
+
+def ensure_visible(principal: Principal, village_code: str, what: str) -> None:
+    """404 for a village operator looking at another village's data."""
+    if principal.role == Role.VILLAGE_OPERATOR and principal.village_code != village_code:
+        raise HTTPException(404, f"{what} not found")

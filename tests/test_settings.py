@@ -1,0 +1,180 @@
+"""Settings: defaults of the embedded stack, validation naming the variable, secrets, the CLI."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rentan.cli import app
+from rentan.settings import (
+    ENV_PREFIX,
+    PAYLOAD_KEY_FILE,
+    Settings,
+    SettingsError,
+    get_settings,
+    load_settings,
+)
+
+GOOD_KEY = base64.b64encode(b"x" * 32).decode()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No RENTAN_* variable of the surrounding shell leaks in; data_dir is this test's."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("RENTAN_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_load_defaults_embedded(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.env == "embedded"
+    assert settings.data_dir == tmp_path
+    assert settings.task_queue == "rentan-enrollment"
+    assert settings.temporal_address == "127.0.0.1:7233"
+    assert (settings.temporal_host, settings.temporal_port) == ("127.0.0.1", 7233)
+    assert settings.database_url == ""
+    assert settings.resolved_database_url == f"sqlite:///{(tmp_path / 'rentan.db').resolve()}"
+    assert settings.payload_key is None
+    assert settings.bpjs_port == 8100
+
+
+def test_load_defaults_data_dir_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RENTAN_DATA_DIR")
+    settings = load_settings()
+    assert settings.data_dir == Path("var")
+    assert settings.resolved_database_url == f"sqlite:///{Path('var/rentan.db').resolve()}"
+
+
+def test_load_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENTAN_TEMPORAL_ADDRESS", "temporal.internal:7233")
+    monkeypatch.setenv("RENTAN_TASK_QUEUE", "other-queue")
+    monkeypatch.setenv("RENTAN_BPJS_BASE_URL", "https://bpjs.example/")
+    monkeypatch.setenv("RENTAN_DATABASE_URL", "postgresql://u@db/rentan")
+    settings = load_settings()
+    assert settings.temporal_host == "temporal.internal"
+    assert settings.task_queue == "other-queue"
+    assert settings.bpjs_base_url == "https://bpjs.example"
+    assert settings.bpjs_port == 443
+    assert settings.resolved_database_url == "postgresql://u@db/rentan"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RENTAN_TEMPORAL_ADDRESS", "nonsense"),
+        ("RENTAN_TEMPORAL_ADDRESS", "127.0.0.1:port"),
+        ("RENTAN_BPJS_BASE_URL", "ftp://bpjs.example"),
+        ("RENTAN_BPJS_BASE_URL", "not a url"),
+        ("RENTAN_DATABASE_URL", "mysql://u@db/rentan"),
+        ("RENTAN_PAYLOAD_KEY", base64.b64encode(b"short").decode()),
+        ("RENTAN_PAYLOAD_KEY", "not base64!"),
+        ("RENTAN_API_PORT", "70000"),
+        ("RENTAN_ENV", "staging"),
+    ],
+)
+def test_load_bad_value_names_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert variable in str(caught.value)
+
+
+def test_load_bad_values_all_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENTAN_TEMPORAL_ADDRESS", "nonsense")
+    monkeypatch.setenv("RENTAN_DATABASE_URL", "mysql://u@db/rentan")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "RENTAN_TEMPORAL_ADDRESS" in str(caught.value)
+    assert "RENTAN_DATABASE_URL" in str(caught.value)
+
+
+def test_load_production_without_secrets_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENTAN_ENV", "production")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    for variable in ("RENTAN_PAYLOAD_KEY", "RENTAN_ID_SECRET", "RENTAN_DATABASE_URL"):
+        assert variable in message
+
+
+def test_load_production_names_only_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENTAN_ENV", "production")
+    monkeypatch.setenv("RENTAN_PAYLOAD_KEY", GOOD_KEY)
+    monkeypatch.setenv("RENTAN_DATABASE_URL", "postgresql://u@db/rentan")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "RENTAN_ID_SECRET" in message
+    assert "RENTAN_PAYLOAD_KEY" not in message
+    assert "RENTAN_DATABASE_URL" not in message
+
+
+def test_load_production_with_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RENTAN_ENV", "production")
+    monkeypatch.setenv("RENTAN_PAYLOAD_KEY", GOOD_KEY)
+    monkeypatch.setenv("RENTAN_ID_SECRET", "s3cret")
+    monkeypatch.setenv("RENTAN_DATABASE_URL", "postgresql://u@db/rentan")
+    settings = load_settings()
+    assert settings.payload_key_bytes() == b"x" * 32
+    assert settings.id_secret_bytes() == b"s3cret"
+    assert not (tmp_path / PAYLOAD_KEY_FILE).exists()  # nothing generated in production
+
+
+def test_payload_key_embedded_generated_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Settings(data_dir=data_dir).payload_key_bytes()
+    path = data_dir / PAYLOAD_KEY_FILE
+    assert len(first) == 32
+    assert path.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    written = path.read_text()
+    assert Settings(data_dir=data_dir).payload_key_bytes() == first
+    assert Settings(data_dir=data_dir).payload_key_bytes() == first
+    assert path.read_text() == written
+    # Another data dir is another stack with its own key.
+    assert Settings(data_dir=tmp_path / "other").payload_key_bytes() != first
+
+
+def test_payload_key_given_not_written(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, payload_key=GOOD_KEY)
+    assert settings.payload_key_bytes() == b"x" * 32
+    assert not (tmp_path / PAYLOAD_KEY_FILE).exists()
+
+
+def test_id_secret_embedded_generated_once(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).id_secret_bytes()
+    assert len(first) == 32
+    assert stat.S_IMODE((tmp_path / "id-secret").stat().st_mode) == 0o600
+    assert Settings(data_dir=tmp_path).id_secret_bytes() == first
+
+
+def test_get_settings_cached() -> None:
+    assert get_settings() is get_settings()
+
+
+def test_cli_bad_settings_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["db", "upgrade"],
+        env={
+            "RENTAN_TEMPORAL_ADDRESS": "nonsense",
+            "RENTAN_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        },
+    )
+    assert result.exit_code == 2, result.output
+    assert "RENTAN_TEMPORAL_ADDRESS" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "cli.db").exists()  # nothing ran
