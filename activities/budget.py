@@ -88,11 +88,14 @@ def commit(
     unpaid = sorted({c.category for c in claims if c.category not in payable})
     if unpaid:
         raise NotPayable(f"{source.code} does not pay for {', '.join(unpaid)}")
-    fresh = [
-        c
-        for c in claims
-        if held_by(session, enrollment_id=c.enrollment_id, program_code=program_code)[0] == 0
-    ]
+    fresh: list[Claim] = []
+    seen: set[str] = set()
+    for c in claims:  # an enrollment named twice in a batch is committed once
+        if c.enrollment_id in seen:
+            continue
+        seen.add(c.enrollment_id)
+        if held_by(session, enrollment_id=c.enrollment_id, program_code=program_code)[0] == 0:
+            fresh.append(c)
     requested = sum(c.amount_idr for c in fresh)
     remaining = source.ceiling_idr - source.committed_idr
     if requested > remaining:

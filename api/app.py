@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
 from api.middleware import RequestLogMiddleware
-from api.routes import health
+from api.routes import batches, codec, enrollments, health, nominations, programs, records
 from api.state import AppState
 from rentan.settings import Settings
 
@@ -34,5 +35,17 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestLogMiddleware)
-    app.include_router(health.router)
+    for module in (health, programs, nominations, enrollments, batches, records, codec):
+        app.include_router(module.router)
+    # The Temporal UI (another origin) calls the codec endpoint from the browser.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[
+            f"http://127.0.0.1:{settings.temporal_ui_port}",
+            f"http://localhost:{settings.temporal_ui_port}",
+        ],
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=True,
+    )
     return app

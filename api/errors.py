@@ -4,6 +4,7 @@ Exception tree of the API layer::
 
     ProblemError            an error with an HTTP status and a human detail
     ├── NotFound            404
+    ├── Invalid             422 (field errors in ``errors``)
     ├── Conflict            409 (a refused step; the workflow's reason as detail)
     └── Unavailable         503 (the database or Temporal is not reachable)
 """
@@ -39,6 +40,11 @@ class ProblemError(Exception):
 class NotFound(ProblemError):
     status = 404
     title = "Not found"
+
+
+class Invalid(ProblemError):
+    status = 422
+    title = "Invalid request"
 
 
 class Conflict(ProblemError):

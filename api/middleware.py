@@ -28,12 +28,17 @@ class RequestLogMiddleware(BaseHTTPMiddleware):
             response.headers["x-request-id"] = request_id
             return response
         finally:
+            # Routing and authentication wrote into the shared scope and request.state.
             route = request.scope.get("route")
+            path_params = request.scope.get("path_params") or {}
             log.info(
                 "request",
                 method=request.method,
-                route=getattr(route, "path", request.url.path),
+                route=getattr(route, "path", "unmatched"),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                actor=getattr(request.state, "actor", None),
+                role=getattr(request.state, "role", None),
+                enrollment_id=path_params.get("enrollment_id"),
             )
             structlog.contextvars.clear_contextvars()

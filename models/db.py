@@ -12,6 +12,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 
+SQLITE_BEGIN = "rentan_sqlite_begin"
+
+
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would pick psycopg2)."""
     if url.startswith("postgresql://"):
@@ -35,8 +38,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # SQLite's own BEGIN is deferred: two writers could both read a ceiling and then both
-        # write. BEGIN IMMEDIATE takes the write lock up front, which serializes budget commits.
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        # write. Write transactions (``session_scope``) BEGIN IMMEDIATE, taking the write lock up
+        # front, which serializes budget commits and audit appends; reads stay deferred so they
+        # never block a writer (WAL).
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
 
@@ -52,14 +57,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(connection: Any) -> None:
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
+    """A write transaction: commits on success, rolls back on error; IMMEDIATE on SQLite."""
     with Session(engine, expire_on_commit=False) as session:
+        session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
         try:
             yield session
             session.commit()

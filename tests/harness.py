@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
+from temporalio.api.workflowservice.v1 import ListOpenWorkflowExecutionsRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.bpjs import BpjsActivities, BpjsAdapter, HttpBpjsAdapter
@@ -80,7 +82,38 @@ async def running_worker(
             executor=executor,
         )
         async with worker:
-            yield
+            try:
+                yield
+            finally:
+                await terminate_open_workflows(client, worker.task_queue)
+
+
+async def terminate_open_workflows(client: Client, task_queue: str) -> int:
+    """Terminate what a test left running on its task queue; how many.
+
+    On the session's time-skipping server a timer firing for a workflow whose worker is gone
+    schedules a workflow task nobody completes, and that stops time skipping for every later
+    test. So nothing outlives the worker that ran it."""
+    request = ListOpenWorkflowExecutionsRequest(namespace=client.namespace, maximum_page_size=500)
+    executions = []
+    while True:
+        page = await client.workflow_service.list_open_workflow_executions(request)
+        executions += [e.execution for e in page.executions]
+        if not page.next_page_token:
+            break
+        request.next_page_token = page.next_page_token
+    terminated = 0
+    for execution in executions:
+        handle = client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id)
+        try:
+            description = await handle.describe()
+            if description.raw_description.execution_config.task_queue.name != task_queue:
+                continue
+            await handle.terminate("the test is over")
+        except RPCError:
+            continue  # closed meanwhile
+        terminated += 1
+    return terminated
 
 
 async def server_today(env: WorkflowEnvironment) -> dt.date:

@@ -173,6 +173,7 @@ class EnrollmentWorkflow:
             if kind == "AlreadyRegistered":
                 details = cause.details if isinstance(cause, ApplicationError) else ()
                 kpj = str(details[0]) if details else None
+                self.kpj = kpj  # the view reports the KPJ BPJS already issued, as the row does
                 await self._move(
                     State.ALREADY_COVERED,
                     "already_covered",
@@ -488,6 +489,9 @@ class EnrollmentWorkflow:
                     retry_policy=BPJS_RETRY,
                 )
             await self._close_renewal(f"terminated: {step.reason}")
+            if self.coverage is not None:
+                # The view follows the projection: coverage now ends on the effective date.
+                self.coverage = (self.coverage[0], step.effective_date)
             await self._move(
                 State.TERMINATED,
                 "terminated",
@@ -550,6 +554,14 @@ class EnrollmentWorkflow:
     @resubmit.validator
     def _validate_resubmit(self, step: Resubmission) -> None:
         self._require(State.REGISTERING)
+        period_end = self.inp.program.period_end
+        if workflow.now() >= timing.end_of(period_end):
+            # The main line stopped waiting: a step accepted now would commit budget again
+            # for a registration nobody makes.
+            raise ApplicationError(
+                f"the period ended on {period_end}; a failed registration is no longer resubmitted",
+                type="StepRefused",
+            )
         if self.state != State.REGISTRATION_FAILED:
             raise ApplicationError(
                 f"enrollment is {self._state_name()}; only a failed registration is resubmitted",

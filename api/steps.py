@@ -1,0 +1,92 @@
+"""Running a human step from the API: scope checks, the Update, and the audit of a refusal.
+
+Temporal keeps no trace of an Update its validator rejected, so a refused attempt is written to
+the audit log here: who tried what, on which enrollment, and the workflow's reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from fastapi import HTTPException
+
+from activities import audit
+from api.errors import Conflict
+from api.state import AppState
+from models.db import session_scope
+from models.tables import Enrollment
+from rentan.keys import Principal, Role
+from rentan.steps import StepOutcome, StepRefused, send_step
+from workflows.messages import Actor, StepResult
+
+
+def actor_of(principal: Principal) -> Actor:
+    return Actor(
+        name=principal.name, role=principal.role.value, village_code=principal.village_code
+    )
+
+
+def load_enrollment(state: AppState, principal: Principal, enrollment_id: str) -> Enrollment:
+    """The enrollment, or 404 — also when a village operator asks for another village's."""
+    with session_scope(state.engine) as session:
+        row = session.get(Enrollment, enrollment_id)
+    if row is None or (
+        principal.role == Role.VILLAGE_OPERATOR and row.village_code != principal.village_code
+    ):
+        raise HTTPException(404, f"enrollment {enrollment_id} not found")
+    return row
+
+
+def record_refusal(
+    state: AppState, principal: Principal, row: Enrollment, action: str, reason: str
+) -> None:
+    with session_scope(state.engine) as session:
+        audit.append(
+            session,
+            audit.AuditEntry(
+                event_key=f"refused:{uuid.uuid4().hex}",
+                occurred_at=dt.datetime.now(dt.UTC),
+                actor=principal.name,
+                role=principal.role.value,
+                action=f"refused_{action}",
+                enrollment_id=row.id,
+                workflow_id=row.workflow_id,
+                state_before=row.state,
+                state_after=row.state,
+                reason=reason,
+            ),
+        )
+
+
+async def run_step(
+    state: AppState,
+    principal: Principal,
+    enrollment_id: str,
+    action: str,
+    update: Any,
+    arg: Any,
+) -> StepResult:
+    """One step on one enrollment: 404 if not visible, 409 with the workflow's reason if refused."""
+    row = load_enrollment(state, principal, enrollment_id)
+    client = await state.temporal()
+    try:
+        return await send_step(client, row.workflow_id, update, arg)
+    except StepRefused as exc:
+        record_refusal(state, principal, row, action, exc.message)
+        raise Conflict(exc.message, enrollment_id=enrollment_id, state=row.state) from None
+
+
+def audit_refused_outcomes(
+    state: AppState, principal: Principal, action: str, outcomes: list[StepOutcome]
+) -> None:
+    refused = [o for o in outcomes if not o.ok]
+    if not refused:
+        return
+    with session_scope(state.engine) as session:
+        rows = {o.enrollment_id: session.get(Enrollment, o.enrollment_id) for o in refused}
+    for outcome in refused:
+        row = rows.get(outcome.enrollment_id)
+        if row is not None:
+            record_refusal(state, principal, row, action, outcome.error or "refused")
