@@ -7,6 +7,7 @@ workflow receives only rows that passed it.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from domain import nik as nik_rules
@@ -51,6 +52,19 @@ class ProgramRules:
     period_start: dt.date
     period_end: dt.date
     max_age: int
+
+
+_THOUSANDS = re.compile(r"^\d{1,3}([.,])\d{3}(\1\d{3})*$")
+
+
+def _whole_rupiah(text: str) -> int:
+    """``1000000``, ``1.000.000`` or ``1,000,000`` -> 1000000; anything else (decimals) -> -1."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if _THOUSANDS.match(text):
+        return int(text.replace(".", "").replace(",", ""))
+    return -1
 
 
 def age_on(birth_date: dt.date, day: dt.date) -> int:
@@ -98,10 +112,7 @@ def validate_row(
 
     income = DEFAULT_DECLARED_INCOME_IDR
     if row.declared_income_idr not in (None, ""):
-        try:
-            income = int(str(row.declared_income_idr).replace(".", "").replace(",", "").strip())
-        except ValueError:
-            income = -1
+        income = _whole_rupiah(str(row.declared_income_idr))
         if not MIN_DECLARED_INCOME_IDR <= income <= MAX_DECLARED_INCOME_IDR:
             errors.append(
                 FieldError(

@@ -56,3 +56,11 @@ def regions() -> Regions:
                 is_kelurahan=level == "urban_village",
             )
     return Regions(regency_code, regency_name, districts, villages)
+
+
+def normalize_village_code(code: str) -> str:
+    """``1603012011`` (dots lost in a spreadsheet) -> ``16.03.01.2011``; other input unchanged."""
+    code = code.strip()
+    if len(code) == 10 and code.isdigit():
+        return f"{code[:2]}.{code[2:4]}.{code[4:6]}.{code[6:]}"
+    return code

@@ -11,7 +11,6 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
-
 SQLITE_BEGIN = "rentan_sqlite_begin"
 
 

@@ -23,6 +23,7 @@ from api.schemas import (
 from api.steps import actor_of
 from api.uploads import MAX_BYTES, UploadError, build_template, parse_nomination_file
 from domain.nomination import WorkerRow
+from domain.regions import normalize_village_code
 from rentan.keys import Principal, Role
 from rentan.nominations import NominationRefused, nominate
 
@@ -102,6 +103,7 @@ async def submit_nominations(
         ]
     else:
         raise HTTPException(415, "send application/json or multipart/form-data with a file")
+    village_code = normalize_village_code(village_code)
     if village_code != principal.village_code:
         raise HTTPException(403, f"this key nominates for village {principal.village_code} only")
     client = await state.temporal()

@@ -85,7 +85,8 @@ def create_program_route(body: ProgramIn, state: StateDep, session: SessionDep) 
         if exc.field == "code":
             raise Conflict(exc.message) from None
         raise Invalid(exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
-    session.expire_all()
+    # The request's session may hold a read snapshot from before the insert (SQLite WAL): end it.
+    session.rollback()
     return program_out(session, load_program(session, body.code))
 
 

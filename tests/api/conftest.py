@@ -1,4 +1,4 @@
-"""An API under test: the real app over ASGI, a worker on the time-skipping server, a key per role."""
+"""An API under test: the real app over ASGI, a worker on the time-skipping server, role keys."""
 
 from __future__ import annotations
 
