@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from fastapi import APIRouter, Request
 from google.protobuf.json_format import MessageToDict, ParseDict
 from temporalio.api.common.v1 import Payloads
@@ -17,6 +18,7 @@ from temporalio.api.common.v1 import Payloads
 from api.auth import require
 from api.deps import StateDep
 from api.errors import ProblemError
+from rentan.codec import PayloadKeyUnknown
 from rentan.keys import Role
 from rentan.temporal import data_converter
 
@@ -36,7 +38,10 @@ async def decode_payloads(request: Request, state: StateDep) -> dict[str, Any]:
     """Decrypt payloads for display in the Temporal UI."""
     codec = data_converter(state.settings).payload_codec
     assert codec is not None
-    decoded = await codec.decode(list((await _payloads(request)).payloads))
+    try:
+        decoded = await codec.decode(list((await _payloads(request)).payloads))
+    except (PayloadKeyUnknown, InvalidTag):
+        raise ProblemError("a payload was not encrypted with a key this server holds") from None
     return MessageToDict(Payloads(payloads=decoded))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -46,6 +47,15 @@ async def test_demo_cohort_ends_active_with_premium_and_no_plain_nik_in_temporal
             ).where(Enrollment.state == "active")
         ).one()
     assert (active, premium, funded) == (SIZE, SIZE * per_worker, SIZE)
+    # Search attributes follow the state: Temporal's own list finds every enrollment active.
+    program_code = f"ME-{start:%Y%m}"
+    query = f"RentanState='active' AND RentanProgram='{program_code}'"
+    for _ in range(50):
+        counted = (await dev_server_env.client.count_workflows(query)).count
+        if counted >= SIZE:
+            break
+        await asyncio.sleep(0.1)
+    assert counted >= SIZE  # other tests' cohorts on the shared server may add to it
     report = (tmp_path / "demo.out").read_text()
     assert f"{SIZE * per_worker:,}" in report
 
