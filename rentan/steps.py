@@ -136,6 +136,13 @@ async def approve_budget(
         ]
         if problems:
             raise StepRefused("nothing committed: " + "; ".join(problems[:20]), problems=problems)
+        # Only what this call commits may be given back if a workflow refuses: an enrollment
+        # that already held budget (a second approval) keeps its first commitment.
+        fresh = {
+            r.id
+            for r in rows
+            if budget.held_by(session, enrollment_id=r.id, program_code=program_code)[0] == 0
+        }
         try:
             source = budget.commit(
                 session,
@@ -159,7 +166,15 @@ async def approve_budget(
     async def one(enrollment_id: str, premium: int) -> StepOutcome:
         async with limit:
             return await _commit_one(
-                client, engine, enrollment_id, program_code, funding_source, premium, actor, reason
+                client,
+                engine,
+                enrollment_id,
+                program_code,
+                funding_source,
+                premium,
+                actor,
+                reason,
+                release_on_refusal=enrollment_id in fresh,
             )
 
     outcomes = await asyncio.gather(*(one(i, p) for i, p in premiums.items()))
@@ -186,6 +201,8 @@ async def _commit_one(
     premium: int,
     actor: Actor,
     reason: str,
+    *,
+    release_on_refusal: bool,
 ) -> StepOutcome:
     with Session(engine) as session:
         workflow_id = find_enrollment(session, enrollment_id).workflow_id
@@ -200,9 +217,13 @@ async def _commit_one(
         result = await send_step(client, workflow_id, EnrollmentWorkflow.approve_budget, step)
     except StepRefused as exc:
         # The workflow moved on since the check (withdrawn meanwhile): give its share back.
-        with session_scope(engine) as session:
-            budget.release(
-                session, enrollment_id=enrollment_id, program_code=program_code, actor=actor.name
-            )
+        if release_on_refusal:
+            with session_scope(engine) as session:
+                budget.release(
+                    session,
+                    enrollment_id=enrollment_id,
+                    program_code=program_code,
+                    actor=actor.name,
+                )
         return StepOutcome(enrollment_id, ok=False, error=exc.message)
     return StepOutcome(enrollment_id, ok=True, state=result.state)

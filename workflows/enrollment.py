@@ -86,6 +86,8 @@ class EnrollmentWorkflow:
         # A human step in flight: the next one waits its turn (its validator refuses it), so two
         # steps never interleave at their awaits (say, a withdrawal racing a resubmission).
         self.step_in_progress: str | None = None
+        # Set while the workflow itself changes period (renewal, lapse): human steps wait.
+        self.closing: str | None = None
         # Records reach the projection in seq order: a human step's record and the main line's
         # next one would otherwise race, and the older one (seq guard) would be dropped.
         self.record_lock = asyncio.Lock()
@@ -209,17 +211,34 @@ class EnrollmentWorkflow:
 
     async def _start_renewed_period(self, renewal: Renewal) -> None:
         terms = self.inp.program
-        result: RegistrationResult = await workflow.execute_activity_method(
-            BpjsActivities.extend_participant,
-            ExtensionRequest(
-                idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:extend",
-                kpj_number=renewal.kpj_number,
-                period_start=terms.period_start,
-                period_end=terms.period_end,
-            ),
-            start_to_close_timeout=BPJS_TIMEOUT,
-            retry_policy=BPJS_RETRY,
-        )
+        self.closing = "the enrollment is moving into its next period"
+        try:
+            result: RegistrationResult = await workflow.execute_activity_method(
+                BpjsActivities.extend_participant,
+                ExtensionRequest(
+                    idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:extend",
+                    kpj_number=renewal.kpj_number,
+                    period_start=terms.period_start,
+                    period_end=terms.period_end,
+                ),
+                start_to_close_timeout=BPJS_TIMEOUT,
+                retry_policy=BPJS_RETRY,
+            )
+        except ActivityError as err:
+            # BPJS refused the extension for good: the new period never starts.
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            self.closing = None
+            await self._move(
+                State.LAPSED,
+                "renewal_failed",
+                SYSTEM,
+                f"BPJS refused the extension: {message}",
+                previous=State.RENEWAL_PENDING,
+            )
+            await self._release_budget(f"renewal failed: {message}")
+            return
+        self.closing = None
         self.coverage = (result.coverage_start, result.coverage_end)
         await self._move(
             State.ACTIVE,
@@ -256,6 +275,11 @@ class EnrollmentWorkflow:
             )
         if await self._terminated_before(ends):
             return
+        # From here the period closes (renewal or lapse); no human step may interleave.
+        await workflow.wait_condition(lambda: self.step_in_progress is None)
+        if self.terminated is not None:  # a termination landed just before the period ended
+            return
+        self.closing = "the period is closing"
         terms_next = self.next_terms
         if (
             terms_next is not None
@@ -606,6 +630,8 @@ class EnrollmentWorkflow:
             self.step_in_progress = None
 
     def _check_idle(self) -> None:
+        if self.closing is not None:
+            raise ApplicationError(f"{self.closing}; try again shortly", type="StepInProgress")
         if self.step_in_progress is not None:
             raise ApplicationError(
                 f"another step ({self.step_in_progress}) is in progress; try again",

@@ -16,7 +16,15 @@ from api.state import AppState
 from models.tables import Program
 from rentan.keys import Role, create_key
 from rentan.settings import Settings
-from tests.harness import OTHER_VILLAGE, VILLAGE, Sim, make_program, make_sim, running_worker
+from tests.harness import (
+    OTHER_VILLAGE,
+    VILLAGE,
+    Sim,
+    make_program,
+    make_sim,
+    running_worker,
+    server_today,
+)
 
 
 @dataclass
@@ -54,7 +62,9 @@ async def api(
     keys["other_village_operator"] = create_key(
         engine, role=Role.VILLAGE_OPERATOR, name="test-other-village", village_code=OTHER_VILLAGE
     )
-    program = make_program(engine)
+    # Dated from the test server's clock, which earlier tests may have moved months ahead.
+    start = (await server_today(time_skipping_env)).replace(day=1)
+    program = make_program(engine, start=start)
     sim = make_sim()
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -355,14 +355,14 @@ async def test_withdrawal_racing_budget_approval_releases_the_commitment(
     commit_one = rentan.steps._commit_one
 
     async def withdrawn_meanwhile(
-        _client: Any, _engine: Engine, enrollment_id: str, *a: Any
+        _client: Any, _engine: Engine, enrollment_id: str, *a: Any, **kw: Any
     ) -> Any:
         # The ledger holds the premium now; the village's withdrawal lands first.
         assert source_of(engine, program.code).committed_idr == PREMIUM_3_MONTHS
         await send_step(
             client, enrollment_id, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "died")
         )
-        return await commit_one(_client, _engine, enrollment_id, *a)
+        return await commit_one(_client, _engine, enrollment_id, *a, **kw)
 
     monkeypatch.setattr(rentan.steps, "_commit_one", withdrawn_meanwhile)
     async with running_worker(client, settings, engine, make_sim()):

@@ -332,11 +332,6 @@ async def test_termination_while_renewal_is_pending_gives_back_the_next_period(
     assert sim.simulator.participants[a_row.kpj_number].terminated_on == effective
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rentan.steps._commit_one releases the enrollment's whole holding when the workflow "
-    "refuses, even when this call committed nothing for it (the budget was already held)",
-)
 async def test_approving_the_next_period_twice_keeps_its_budget(
     time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
 ) -> None:
