@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from bpjs_sim.settings import SimConfig
+from models.tables import Enrollment
 from rentan.settings import Settings
 from rentan.steps import approve_budget, send_step
 from rentan.temporal import data_converter
@@ -57,13 +59,12 @@ async def test_recorded_histories_replay_on_current_code(tmp_path: Path) -> None
     replayer = Replayer(
         workflows=[EnrollmentWorkflow], data_converter=data_converter(test_settings(tmp_path))
     )
-    histories = [WorkflowHistory.from_json(f.stem, f.read_text()) for f in files]
-    results = await replayer.replay_workflows(histories, raise_on_replay_failure=False)
-    failures = {
-        run_id: str(failure)
-        for run_id, failure in results.replay_failures.items()
-        if failure is not None
-    }
+    failures = {}
+    for path in files:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            failures[path.name] = str(result.replay_failure)
     assert failures == {}
 
 
@@ -164,9 +165,6 @@ async def test_record_histories(
         )
         view = await client.get_workflow_handle(renewed).query(EnrollmentWorkflow.view)
         assert view.state == "renewal_pending"
-        from models.tables import Enrollment
-        from sqlmodel import Session, select
-
         with Session(engine) as session:
             next_id = session.exec(
                 select(Enrollment.id).where(Enrollment.program_code == successor.code)
