@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -112,6 +112,14 @@ class ProjectionActivities:
                         detail={"village_code": inp.village_code, "category": inp.category},
                     ),
                 )
+        except DataError as exc:
+            # The database refuses the value itself (validation should have caught it):
+            # retrying cannot help, so the nomination is refused instead of hanging.
+            raise ApplicationError(
+                f"nomination data refused by the database: {type(exc.orig).__name__}",
+                type="InvalidNomination",
+                non_retryable=True,
+            ) from None
         except IntegrityError as exc:
             # Another nomination of the same person may have won the race for the unique row:
             # the retry then reports the holder.

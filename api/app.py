@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api.errors import install_error_handlers
+from api.deps import no_nul_in_url
+from api.errors import document_problems, install_error_handlers
 from api.middleware import RequestLogMiddleware
 from api.routes import batches, codec, enrollments, health, nominations, programs, records
 from api.state import AppState
@@ -32,11 +33,13 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0",
         description="Enrollment of vulnerable village workers into BPJS Ketenagakerjaan.",
         lifespan=lifespan,
+        dependencies=[Depends(no_nul_in_url)],
     )
     install_error_handlers(app)
     app.add_middleware(RequestLogMiddleware)
     for module in (health, programs, nominations, enrollments, batches, records, codec):
         app.include_router(module.router)
+    document_problems(app)
     # The Temporal UI (another origin) calls the codec endpoint from the browser.
     app.add_middleware(
         CORSMiddleware,

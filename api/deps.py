@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
+from api.errors import Invalid
 from api.state import AppState
 
 
@@ -23,3 +24,14 @@ def get_session(state: Annotated[AppState, Depends(get_state)]) -> Iterator[Sess
 
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def no_nul_in_url(request: Request) -> None:
+    """A NUL in a path or query parameter would reach PostgreSQL (which cannot hold one): 422."""
+    for where, nul in (
+        ("path", "\x00" in request.scope["path"]),
+        ("query", b"%00" in request.scope["query_string"]),
+    ):
+        if nul:
+            message = "must not contain NUL (%00) characters"
+            raise Invalid(f"the {where} {message}", errors=[{"field": where, "message": message}])

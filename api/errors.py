@@ -117,6 +117,63 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(500, "Internal server error", "an unexpected error occurred; it is logged")
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An error (RFC 9457); `errors` names each invalid field.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,  # what a refusal adds: shortfall_idr, enrollment_id, checks...
+}
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the handlers above answer: every error is a Problem in
+    ``application/problem+json`` (FastAPI's default documents a 422 ``HTTPValidationError`` in
+    ``application/json``), and authenticated operations can answer 401 and 403, and those with
+    a path parameter 404."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Problem"] = PROBLEM_SCHEMA
+        for path, item in schema.get("paths", {}).items():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                if operation.get("security"):
+                    responses.setdefault("401", {"description": "no key, or an unknown one"})
+                    responses.setdefault("403", {"description": "this key's role may not"})
+                if "{" in path:
+                    responses.setdefault("404", {"description": "not found"})
+                for status, response in responses.items():
+                    if status[0] in "45":
+                        response["content"] = dict(_PROBLEM_CONTENT)
+                        if status == "422":
+                            response["description"] = "invalid fields, each named in errors"
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _title(status: int) -> str:
     from http import HTTPStatus
 

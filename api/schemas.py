@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from domain.categories import Category
+from domain.premium import bpu_rates
 from domain.states import State
 
 MAX_LIST_ROWS = 5000
+MAX_PERIOD_DAYS = 5 * 366  # a program period of up to five years
 Code = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{1,39}$")
+
+
+def without_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold a NUL character (the write fails, and a workflow's write is
+    retried forever), and no field of this API needs one: refuse it at the door."""
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(v, str) and "\x00" in v for v in values):
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    _no_nul = field_validator("*")(without_nul)
 
 
 # --- programs ------------------------------------------------------------------------------
@@ -40,6 +53,24 @@ class ProgramIn(Body):
     verification_deadline_days: int = Field(default=14, ge=1, le=365)
     verification_expiry_days: int | None = Field(default=None, ge=1, le=365)
     funding_sources: list[FundingSourceIn] = Field(min_length=1, max_length=20)
+
+    # The premium is computed from the BPU rate in force, and the workflow's timers run to the
+    # period's end: a period before any rate, or ending in year 9999, cannot be enrolled in.
+    @field_validator("period_start")
+    @classmethod
+    def _rate_in_force(cls, start: dt.date) -> dt.date:
+        first = bpu_rates()[0].valid_from
+        if start < first:
+            raise ValueError(f"no BPU premium rate is in force before {first.isoformat()}")
+        return start
+
+    @field_validator("period_end")
+    @classmethod
+    def _at_most_five_years(cls, end: dt.date, info: ValidationInfo) -> dt.date:
+        start = info.data.get("period_start")
+        if start is not None and (end - start).days > MAX_PERIOD_DAYS:
+            raise ValueError("a program period is at most five years")
+        return end
 
 
 class FundingSourceOut(BaseModel):
@@ -72,6 +103,8 @@ class WorkerIn(BaseModel):
     """A row as the village typed it; each field is checked by the domain rules, per row."""
 
     model_config = ConfigDict(extra="ignore")
+
+    _no_nul = field_validator("*")(without_nul)
 
     nik: str | int | None = None
     full_name: str | None = Field(default=None, max_length=500)

@@ -25,7 +25,7 @@ def normalize(raw: str) -> str:
 def mask(nik: str) -> str:
     """What may be shown and logged: region and serial, never the birth date part."""
     if len(nik) != 16:
-        return "*" * len(nik)
+        return "*" * min(len(nik), 16)  # never echo an oversized input back
     return f"{nik[:6]}******{nik[12:]}"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from domain import nik as nik_rules
@@ -67,6 +68,11 @@ def _whole_rupiah(text: str) -> int:
     return -1
 
 
+def _has_control(text: str) -> bool:
+    """NUL and other control or unassigned characters: no name has them, PostgreSQL refuses NUL."""
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
 def age_on(birth_date: dt.date, day: dt.date) -> int:
     years = day.year - birth_date.year
     return years - ((day.month, day.day) < (birth_date.month, birth_date.day))
@@ -83,7 +89,11 @@ def validate_row(
         errors.append(FieldError("full_name", "full name is required"))
     elif len(full_name) > MAX_NAME_LENGTH:
         errors.append(FieldError("full_name", f"at most {MAX_NAME_LENGTH} characters"))
-    elif any(ch in full_name for ch in "<>=;{}\\") or full_name[0] in "=+-@":
+    elif (
+        _has_control(full_name)
+        or any(ch in full_name for ch in "<>=;{}\\")
+        or (full_name[0] in "=+-@")
+    ):
         errors.append(FieldError("full_name", "contains characters a name cannot have"))
 
     birth_date: dt.date | None = None

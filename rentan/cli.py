@@ -105,15 +105,49 @@ def temporal() -> None:
 
 
 @app.command("bpjs-sim")
-def bpjs_sim() -> None:
-    """Run the BPJS Ketenagakerjaan simulator on the port of RENTAN_BPJS_BASE_URL."""
+def bpjs_sim(
+    fault_rate: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Share of requests answered 503 (overrides env)."),
+    ] = None,
+    timeout_rate: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Share of requests that time out (504)."),
+    ] = None,
+    throttle_rate: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Share of requests answered 429 with Retry-After."),
+    ] = None,
+    latency_ms: Annotated[
+        int | None, typer.Option(min=0, help="Latency added to every participant request.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the fault draws, for reproducible runs.")
+    ] = None,
+) -> None:
+    """Run the BPJS Ketenagakerjaan simulator on the port of RENTAN_BPJS_BASE_URL.
+
+    Fault knobs come from RENTAN_BPJS_SIM_* (see bpjs_sim/settings.py); the options override
+    them. They can also be changed at runtime with PUT /v1/faults.
+    """
     import uvicorn
 
     from bpjs_sim.app import create_app
+    from bpjs_sim.settings import SimConfig
 
     settings = _settings()
+    given = {
+        "fault_rate": fault_rate,
+        "timeout_rate": timeout_rate,
+        "throttle_rate": throttle_rate,
+        "latency_ms": latency_ms,
+        "seed": seed,
+    }
+    # The environment first, then what the options say, validated together.
+    overrides = {k: v for k, v in given.items() if v is not None}
+    config = SimConfig.model_validate({**SimConfig().model_dump(), **overrides})
     uvicorn.run(
-        create_app(),
+        create_app(config),
         host=settings.bpjs_sim_host,
         port=settings.bpjs_port,
         log_config=None,

@@ -110,17 +110,15 @@ class BudgetApproval:
     outcomes: list[StepOutcome]
 
 
-async def approve_budget(
-    client: Client,
+def _commit_batch(
     engine: Engine,
     *,
     program_code: str,
     funding_source: str,
     enrollment_ids: list[str],
     actor: Actor,
-    reason: str = "",
-) -> BudgetApproval:
-    """Commit the premium of every listed enrollment for the period, all or nothing."""
+) -> tuple[dict[str, int], set[str]]:
+    """The all-or-nothing ledger transaction: premiums per enrollment, and which were new."""
     awaiting = (State.VERIFIED.value, State.RENEWAL_PENDING.value)
     with session_scope(engine) as session:
         rows = list(
@@ -144,7 +142,7 @@ async def approve_budget(
             if budget.held_by(session, enrollment_id=r.id, program_code=program_code)[0] == 0
         }
         try:
-            source = budget.commit(
+            budget.commit(
                 session,
                 program_code=program_code,
                 source_code=funding_source,
@@ -160,7 +158,30 @@ async def approve_budget(
             ) from None
         except budget.BudgetError as exc:
             raise StepRefused(str(exc)) from None
-        premiums = {r.id: r.premium_idr for r in rows}
+        return {r.id: r.premium_idr for r in rows}, fresh
+
+
+async def approve_budget(
+    client: Client,
+    engine: Engine,
+    *,
+    program_code: str,
+    funding_source: str,
+    enrollment_ids: list[str],
+    actor: Actor,
+    reason: str = "",
+) -> BudgetApproval:
+    """Commit the premium of every listed enrollment for the period, all or nothing."""
+    # The ledger transaction may wait for the source's row lock: off the event loop, so the
+    # API keeps answering meanwhile.
+    premiums, fresh = await asyncio.to_thread(
+        _commit_batch,
+        engine,
+        program_code=program_code,
+        funding_source=funding_source,
+        enrollment_ids=enrollment_ids,
+        actor=actor,
+    )
     limit = asyncio.Semaphore(STEP_CONCURRENCY)
 
     async def one(enrollment_id: str, premium: int) -> StepOutcome:

@@ -62,7 +62,8 @@ BPJS_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=2),
     non_retryable_error_types=["NikUnknown", "AlreadyRegistered", "InvalidParticipant"],
 )
-BPJS_TIMEOUT = timedelta(seconds=30)
+# The adapter gives up after 10 s; a worker that died mid-call is noticed 15 s in, not 30.
+BPJS_TIMEOUT = timedelta(seconds=15)
 NOMINATION_GRACE = timedelta(hours=1)
 
 

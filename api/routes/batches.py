@@ -92,6 +92,9 @@ async def approve_budget_batch(
             reason=body.reason,
         )
     except StepRefused as exc:
+        # All or nothing: each selected enrollment was refused, and the audit log says so.
+        refused = [StepOutcome(i, ok=False, error=exc.message) for i in ids]
+        audit_refused_outcomes(state, principal, "budget_approval", refused)
         raise Conflict(exc.message, **exc.context) from None
     audit_refused_outcomes(state, principal, "budget_approval", approval.outcomes)
     return BudgetApprovalOut(

@@ -59,10 +59,16 @@ def enrollment_out(row: Enrollment) -> EnrollmentOut:
 def _decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
+    after: str | None
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        after = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if base64.urlsafe_b64encode(after.encode()).decode() != cursor:
+            after = None  # loosely decodable garbage is not a cursor we gave out
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise HTTPException(422, "cursor is not one this API gave out") from None
+        after = None
+    if after is None or not after.isprintable():  # a NUL would reach PostgreSQL: 500
+        raise HTTPException(422, "cursor is not one this API gave out")
+    return after
 
 
 @router.get("")

@@ -28,6 +28,8 @@ from rentan.keys import Principal, Role
 from rentan.nominations import NominationRefused, nominate
 
 router = APIRouter(tags=["nominations"])
+# 5,000 rows of a few hundred bytes each, with room to spare.
+MAX_JSON_BYTES = 8 * 1024 * 1024
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 NOMINATION_BODY = {
@@ -65,7 +67,12 @@ def _as_text(value: object) -> str | None:
 @router.post(
     "/v1/programs/{code}/nominations",
     openapi_extra=NOMINATION_BODY,
-    responses={422: {"description": "invalid list"}},
+    responses={
+        409: {"description": "the whole list is refused (unknown village, program ended)"},
+        413: {"description": "the file is too large"},
+        415: {"description": "neither JSON nor a multipart upload"},
+        422: {"description": "invalid list"},
+    },
 )
 async def submit_nominations(
     code: str,
@@ -81,8 +88,9 @@ async def submit_nominations(
     if content_type.startswith("multipart/form-data"):
         village_code, rows, warnings = await _from_upload(request)
     elif content_type.startswith("application/json"):
+        raw = await _bounded_body(request, MAX_JSON_BYTES)
         try:
-            body = NominationIn.model_validate_json(await request.body())
+            body = NominationIn.model_validate_json(raw)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         village_code = body.village_code
@@ -132,6 +140,20 @@ async def submit_nominations(
         ],
         warnings=warnings,
     )
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it grows past ``limit`` (never held whole)."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise HTTPException(413, f"the list is larger than {limit // (1024 * 1024)} MiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"the list is larger than {limit // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _from_upload(request: Request) -> tuple[str, list[tuple[int, WorkerRow]], list[str]]:

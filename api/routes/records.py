@@ -51,7 +51,12 @@ def list_audit_events(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
-    cursor: int | None = Query(default=None, ge=0, description="next_cursor of the previous page"),
+    cursor: int | None = Query(
+        default=None,
+        ge=0,
+        le=2**31 - 1,  # the id column is a 32-bit integer on PostgreSQL
+        description="next_cursor of the previous page",
+    ),
 ) -> AuditPage:
     """The append-only audit log, oldest first, filterable."""
     query = select(AuditEvent)
@@ -63,9 +68,9 @@ def list_audit_events(
         if value is not None:
             query = query.where(column == value)
     if since is not None:
-        query = query.where(col(AuditEvent.occurred_at) >= since)
+        query = query.where(col(AuditEvent.occurred_at) >= _utc(since, "since"))
     if until is not None:
-        query = query.where(col(AuditEvent.occurred_at) < until)
+        query = query.where(col(AuditEvent.occurred_at) < _utc(until, "until"))
     if cursor is not None:
         query = query.where(col(AuditEvent.id) > cursor)
     rows = session.exec(query.order_by(col(AuditEvent.id)).limit(limit + 1)).all()
@@ -88,6 +93,17 @@ def list_audit_events(
     ]
     next_cursor = str(items[-1].id) if len(rows) > limit else None
     return AuditPage(items=items, next_cursor=next_cursor)
+
+
+def _utc(moment: dt.datetime, field: str) -> dt.datetime:
+    """The column holds aware UTC times: a time without an offset is taken as UTC."""
+    try:
+        return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        message = "out of range"
+        raise Invalid(
+            f"{field} is {message}", errors=[{"field": field, "message": message}]
+        ) from None
 
 
 @router.get("/v1/audit/verify", dependencies=[require(Role.AUDITOR)])

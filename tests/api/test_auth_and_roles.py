@@ -105,9 +105,7 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/nominations/template.xlsx", ALL_ROLES),
     Endpoint("GET", "/v1/enrollments", READERS),
     Endpoint("GET", "/v1/enrollments/{id}", READERS),
-    Endpoint(
-        "POST", "/v1/enrollments/{id}/verification", ("dpmd_verifier",), {"approve": True}
-    ),
+    Endpoint("POST", "/v1/enrollments/{id}/verification", ("dpmd_verifier",), {"approve": True}),
     Endpoint(
         "POST",
         "/v1/programs/{code}/verifications",
@@ -120,9 +118,7 @@ ENDPOINTS = (
         ("budget_officer",),
         {"funding_source": "APBD", "village_code": VILLAGE},
     ),
-    Endpoint(
-        "POST", "/v1/enrollments/{id}/withdrawal", ("village_operator",), {"reason": "moved"}
-    ),
+    Endpoint("POST", "/v1/enrollments/{id}/withdrawal", ("village_operator",), {"reason": "moved"}),
     Endpoint(
         "POST",
         "/v1/enrollments/{id}/termination",
@@ -292,7 +288,11 @@ async def test_unknown_enrollment_or_program_is_404(api: Api) -> None:
         ("GET", "/v1/enrollments/E-nope", None),
         ("GET", "/v1/enrollments/E-nope/history", None),
         ("POST", "/v1/enrollments/E-nope/verification", {"approve": True}),
-        ("POST", "/v1/enrollments/E-nope/termination", {"reason": "death", "effective_date": TODAY}),
+        (
+            "POST",
+            "/v1/enrollments/E-nope/termination",
+            {"reason": "death", "effective_date": TODAY},
+        ),
         ("POST", "/v1/programs/NOPE/verifications", {"village_code": VILLAGE, "approve": True}),
         ("GET", "/v1/programs/NOPE", None),
         ("GET", "/v1/reports/coverage?program=NOPE", None),

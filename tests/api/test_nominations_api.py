@@ -31,7 +31,11 @@ def url(api: Api) -> str:
 
 
 async def send_json(
-    api: Api, workers: list[dict[str, Any]], *, village: str = VILLAGE, who: str = "village_operator"
+    api: Api,
+    workers: list[dict[str, Any]],
+    *,
+    village: str = VILLAGE,
+    who: str = "village_operator",
 ) -> httpx.Response:
     return await api.http.post(
         url(api), json={"village_code": village, "workers": workers}, headers=api.auth(who)
@@ -75,8 +79,13 @@ async def test_json_list_accepts_valid_rows_and_explains_each_rejected_one(api: 
     woman = nik(15, 5, 1985, 21, female=True)
     workers = [
         worker(20, category="linmas", phone="081234567890", declared_income_idr=1_500_000),
-        {"nik": "12345", "full_name": "Pendek", "birth_date": "1985-05-15", "gender": "L",
-         "category": "linmas"},
+        {
+            "nik": "12345",
+            "full_name": "Pendek",
+            "birth_date": "1985-05-15",
+            "gender": "L",
+            "category": "linmas",
+        },
         worker(21, nik=woman, gender="P", category="guru_ngaji"),
         worker(22, gender="P"),  # the NIK says male
         worker(23, category="lurah"),
@@ -173,16 +182,19 @@ async def test_person_nominated_by_another_village_is_rejected_with_a_pointer(ap
     again = ok(
         await send_json(api, [worker(50)], village=OTHER_VILLAGE, who="other_village_operator")
     )
-    assert again["accepted"] == [] and mine["enrollment_id"] in again["rejected"][0]["errors"][0][
-        "message"
-    ]
+    assert (
+        again["accepted"] == []
+        and mine["enrollment_id"] in again["rejected"][0]["errors"][0]["message"]
+    )
 
 
 async def test_operator_cannot_nominate_for_another_village(api: Api) -> None:
     answer = await send_json(api, [worker(60)], village=OTHER_VILLAGE)
     body = assert_problem(answer, 403, "another village's list")
     assert VILLAGE in body["detail"]
-    csv = f"nik,full_name,birth_date,gender,category\r\n{nik(15, 5, 1985, 61)},A,1985-05-15,L,bpd\r\n"
+    csv = (
+        f"nik,full_name,birth_date,gender,category\r\n{nik(15, 5, 1985, 61)},A,1985-05-15,L,bpd\r\n"
+    )
     answer = await upload(api, csv.encode(), "daftar.csv", "text/csv", village=OTHER_VILLAGE)
     assert_problem(answer, 403, "another village's upload")
     assert await enrollment_count(api) == 0
@@ -194,7 +206,9 @@ async def test_village_code_written_without_dots_is_the_same_village(api: Api) -
 
 
 async def test_kelurahan_cannot_nominate_desa_only_categories(api: Api) -> None:
-    key = create_key(api.engine, role=Role.VILLAGE_OPERATOR, name="op-tungkal", village_code=KELURAHAN)
+    key = create_key(
+        api.engine, role=Role.VILLAGE_OPERATOR, name="op-tungkal", village_code=KELURAHAN
+    )
     answer = await api.http.post(
         url(api),
         json={
@@ -232,7 +246,10 @@ async def test_bad_json_bodies_are_422_with_field_errors(api: Api) -> None:
         ({"village_code": 1603012011, "workers": [worker(80)]}, "village_code"),
         ({"village_code": VILLAGE, "workers": [worker(80)], "extra": 1}, "extra"),
         ({"village_code": VILLAGE, "workers": [{"nik": ["1603"]}]}, "workers[0].nik"),
-        ({"village_code": VILLAGE, "workers": [{"full_name": {"first": "A"}}]}, "workers[0].full_name"),
+        (
+            {"village_code": VILLAGE, "workers": [{"full_name": {"first": "A"}}]},
+            "workers[0].full_name",
+        ),
         ([worker(80)], "request"),
     ]
     for body, field in cases:
@@ -286,7 +303,9 @@ async def test_csv_upload_with_indonesian_headers(api: Api) -> None:
 
 
 async def test_xlsx_upload_from_the_template(api: Api) -> None:
-    template = await api.http.get("/v1/nominations/template.xlsx", headers=api.auth("village_operator"))
+    template = await api.http.get(
+        "/v1/nominations/template.xlsx", headers=api.auth("village_operator")
+    )
     workbook = openpyxl.load_workbook(io.BytesIO(template.content))
     sheet = workbook["Nominasi"]
     # Typed over the example row and below it, as a village would (the template formats 1,000
@@ -360,6 +379,10 @@ async def test_template_is_an_xlsx_for_every_key(api: Api) -> None:
 
 
 async def test_a_thousand_rows_are_answered(api: Api) -> None:
+    if api.engine.dialect.name == "sqlite":
+        # ~30 s per backend, bound by the worker starting 1,000 workflows in this process; the
+        # same concurrent path runs on SQLite with 150 rows in tests/e2e/test_demo_cohort.py.
+        pytest.skip("1,000 rows run on PostgreSQL only, to keep the API suite's time")
     workers = [
         worker(serial, category=("linmas", "bpd", "rt_rw", "guru_ngaji")[serial % 4])
         for serial in range(1, 1001)
@@ -421,7 +444,9 @@ async def test_one_log_line_per_request_and_no_nik_in_clear(
     (enrollment, *_) = result["accepted"]
     csv = "nik,full_name,birth_date,gender,category\r\n" + f"{niks[0]},Lagi,1985-05-15,L,bpd\r\n"
     await upload(api, csv.encode(), "d.csv", "text/csv")
-    await api.http.get(f"/v1/enrollments/{enrollment['enrollment_id']}", headers=api.auth("auditor"))
+    await api.http.get(
+        f"/v1/enrollments/{enrollment['enrollment_id']}", headers=api.auth("auditor")
+    )
     await api.http.get("/v1/enrollments", headers={"Authorization": "Bearer nope"})
 
     captured = capsys.readouterr()
@@ -440,12 +465,17 @@ async def test_one_log_line_per_request_and_no_nik_in_clear(
         assert isinstance(line["duration_ms"], float | int) and line["duration_ms"] >= 0
         assert len(line["request_id"]) >= 8
     assert len({r["request_id"] for r in requests}) == 4
-    assert (requests[0]["actor"], requests[0]["role"]) == ("test-village_operator", "village_operator")
+    assert (requests[0]["actor"], requests[0]["role"]) == (
+        "test-village_operator",
+        "village_operator",
+    )
     assert (requests[2]["actor"], requests[2]["role"]) == ("test-auditor", "auditor")
     assert requests[2]["enrollment_id"] == enrollment["enrollment_id"]
     assert (requests[3]["actor"], requests[3]["role"]) == (None, None)
     # What the nomination logged carries the request id of its request.
-    processed = [line for line in log_lines(err) if line.get("event") == "nomination list processed"]
+    processed = [
+        line for line in log_lines(err) if line.get("event") == "nomination list processed"
+    ]
     assert processed and processed[0]["request_id"] == requests[0]["request_id"]
 
 

@@ -108,11 +108,15 @@ async def test_duplicate_code_is_409(api: Api) -> None:
 
 async def test_unknown_successor_is_422(api: Api) -> None:
     answer = await api.http.post(
-        "/v1/programs", json=program_body("ME-ORPHAN", successor="ME-NONE"), headers=api.auth("admin")
+        "/v1/programs",
+        json=program_body("ME-ORPHAN", successor="ME-NONE"),
+        headers=api.auth("admin"),
     )
     body = assert_problem(answer, 422, "unknown successor")
     assert [e["field"] for e in body["errors"]] == ["successor"]
-    assert (await api.http.get("/v1/programs/ME-ORPHAN", headers=api.auth("admin"))).status_code == 404
+    assert (
+        await api.http.get("/v1/programs/ME-ORPHAN", headers=api.auth("admin"))
+    ).status_code == 404
 
 
 async def test_invalid_programs_are_422_with_field_errors(api: Api) -> None:
@@ -120,6 +124,10 @@ async def test_invalid_programs_are_422_with_field_errors(api: Api) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         (program_body("ME-BACK", period_start="2031-06-30", period_end="2031-01-01"), "period_end"),
         (program_body("ME-LEAD", renewal_lead_days=200), "renewal_lead_days"),
+        # No BPU rate before July 2015; at most five years (a period to 9999 broke nominations).
+        (program_body("ME-OLD", period_start="2010-01-01"), "period_start"),
+        (program_body("ME-LONG", period_end="9999-12-31"), "period_end"),
+        (program_body("ME-NUL", name="Program\u0000"), "name"),
         (program_body("ME-DATE", period_start="first of January"), "period_start"),
         (program_body("ME-AGE", max_age="sixty"), "max_age"),
         (program_body("bad code!"), "code"),
