@@ -102,9 +102,9 @@ class ProgramOut(BaseModel):
 class WorkerIn(BaseModel):
     """A row as the village typed it; each field is checked by the domain rules, per row."""
 
+    # No NUL check here (unlike Body): a bad cell rejects its row, not the village's whole list;
+    # domain.nomination.validate_row refuses control characters field by field.
     model_config = ConfigDict(extra="ignore")
-
-    _no_nul = field_validator("*")(without_nul)
 
     nik: str | int | None = None
     full_name: str | None = Field(default=None, max_length=500)

@@ -379,10 +379,6 @@ async def test_template_is_an_xlsx_for_every_key(api: Api) -> None:
 
 
 async def test_a_thousand_rows_are_answered(api: Api) -> None:
-    if api.engine.dialect.name == "sqlite":
-        # ~30 s per backend, bound by the worker starting 1,000 workflows in this process; the
-        # same concurrent path runs on SQLite with 150 rows in tests/e2e/test_demo_cohort.py.
-        pytest.skip("1,000 rows run on PostgreSQL only, to keep the API suite's time")
     workers = [
         worker(serial, category=("linmas", "bpd", "rt_rw", "guru_ngaji")[serial % 4])
         for serial in range(1, 1001)

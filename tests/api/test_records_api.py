@@ -427,12 +427,6 @@ async def test_nul_characters_and_out_of_range_values_are_422_not_500(api: Api) 
         assert_problem(answer, 422, url)
     bodies = [
         (
-            "village_operator",
-            f"/v1/programs/{api.program.code}/nominations",
-            {"village_code": VILLAGE, "workers": [worker(51, full_name="Nama\u0000")]},
-            "workers[0].full_name",
-        ),
-        (
             "dpmd_verifier",
             f"/v1/enrollments/{enrollment_id}/verification",
             {"approve": True, "reason": "ok\u0000"},

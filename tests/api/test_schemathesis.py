@@ -36,7 +36,7 @@ from tests.api.test_auth_and_roles import worker
 from tests.harness import VILLAGE
 
 BASE_URL = "http://rentan"
-EXAMPLES = 60
+EXAMPLES = 20
 # Operations without parameters have nothing to vary; the template takes ~0.1 s to build.
 FEWER = {"GET /v1/nominations/template.xlsx": 3, "GET /healthz": 3, "GET /readyz": 3}
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
@@ -94,7 +94,7 @@ def run_operation(
         max_examples=FEWER.get(operation.label, EXAMPLES),
         deadline=None,
         database=None,
-        derandomize=False,
+        derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))
@@ -110,7 +110,7 @@ def operations(api: Api) -> Iterator[schemathesis.APIOperation]:
         yield result.ok()
 
 
-@pytest.mark.parametrize("who", ["admin", "dpmd_verifier", "budget_officer", "auditor", "village_operator"])
+@pytest.mark.parametrize("who", ["auditor", "village_operator"])
 async def test_api_conforms_to_its_schema(api: Api, who: str) -> None:
     # Something to find: a nominated enrollment, so reads are not all empty.
     answer = await api.http.post(

@@ -93,6 +93,14 @@ async def wait_for(api: Api, enrollment_id: str, *states: str, tries: int = 60) 
     raise AssertionError(f"{enrollment_id} stayed {seen['state']}, never {states}")
 
 
+async def settle(api: Api, *ids: str) -> None:
+    """End a test with its registrations done. The fixture's teardown terminates what is still
+    open; terminating a workflow while its worker completes a task (a registration finishing)
+    leaves the session's time-skipping server unable to skip time for every later test."""
+    for enrollment_id in ids:
+        await wait_for(api, enrollment_id, "active", "registration_failed", "already_covered")
+
+
 async def activate(api: Api, *rows: dict[str, Any], program: str | None = None) -> list[str]:
     ids = await nominate(api, *rows, program=program)
     await verify(api, *ids, program=program)
@@ -389,6 +397,7 @@ async def test_budget_beyond_the_ceiling_is_409_and_commits_nothing(api: Api) ->
     body = await approve(api, *ids[:2])
     assert (body["committed_idr"], body["remaining_idr"]) == (2 * PREMIUM, 1000)
     assert len(ledger_of(api.engine, code)) == 2
+    await settle(api, *ids[:2])
 
 
 async def test_budget_refusals_name_the_problem(api: Api) -> None:
@@ -419,6 +428,7 @@ async def test_petani_sawit_is_paid_from_dbh_sawit(api: Api) -> None:
     assert body["committed_idr"] == PREMIUM
     assert (await source(api, "DBH_SAWIT"))["committed_idr"] == PREMIUM
     assert (await source(api))["committed_idr"] == 0
+    await settle(api, enrollment_id)
 
 
 # --- withdrawal, termination --------------------------------------------------------------------

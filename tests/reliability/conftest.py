@@ -34,13 +34,6 @@ Record = Callable[[str, dict[str, Any]], None]
 StackFactory = Callable[..., Stack]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Registered here so --strict-markers accepts it before pyproject.toml lists it.
-    config.addinivalue_line(
-        "markers", "reliability: drives the real stack as processes through crashes and faults"
-    )
-
-
 @pytest.fixture
 def stack_factory(tmp_path: Path) -> Iterator[StackFactory]:
     """Start stacks for this test; every process of each is stopped at teardown."""
