@@ -77,7 +77,7 @@ def ok(response: httpx.Response) -> dict[str, Any]:
 
 async def test_json_list_accepts_valid_rows_and_explains_each_rejected_one(api: Api) -> None:
     woman = nik(15, 5, 1985, 21, female=True)
-    workers = [
+    workers: list[dict[str, Any]] = [
         worker(20, category="linmas", phone="081234567890", declared_income_idr=1_500_000),
         {
             "nik": "12345",
@@ -310,7 +310,7 @@ async def test_xlsx_upload_from_the_template(api: Api) -> None:
     sheet = workbook["Nominasi"]
     # Typed over the example row and below it, as a village would (the template formats 1,000
     # rows, so openpyxl's append would land below them).
-    rows = [
+    rows: list[list[Any]] = [
         [nik(15, 5, 1985, 100), "Budi", "1985-05-15", "L", "linmas", "081299887766", 1_000_000],
         [nik(15, 5, 1985, 101), "Joko", "15/05/1985", "Laki-laki", "RT/RW", None, None],
         [nik(15, 5, 1985, 102), "Salah", "1985-05-15", "X", "linmas", None, None],
@@ -434,7 +434,12 @@ async def test_one_log_line_per_request_and_no_nik_in_clear(
 ) -> None:
     configure_logging(level="INFO", fmt="json")
     niks = [nik(15, 5, 1985, 120), nik(15, 5, 1985, 121)]
-    workers = [worker(120), worker(121), {**worker(122), "nik": niks[0]}, {"nik": niks[1] + "9"}]
+    workers: list[dict[str, Any]] = [
+        worker(120),
+        worker(121),
+        {**worker(122), "nik": niks[0]},
+        {"nik": niks[1] + "9"},
+    ]
     answer = await send_json(api, workers)
     result = ok(answer)
     (enrollment, *_) = result["accepted"]

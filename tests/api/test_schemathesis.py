@@ -26,6 +26,7 @@ import urllib3
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -50,24 +51,26 @@ class LoopAdapter(requests.adapters.HTTPAdapter):
         self.http = http
         self.loop = loop
 
-    def send(  # type: ignore[override]
+    def send(
         self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
     ) -> requests.Response:
         body = request.body
-        if isinstance(body, str):
-            body = body.encode()
+        content = (
+            body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else b""
+        )
+        headers = {k: v if isinstance(v, str) else v.decode() for k, v in request.headers.items()}
         answer = asyncio.run_coroutine_threadsafe(
             self.http.request(
-                str(request.method),
-                str(request.url),
-                headers=dict(request.headers),
-                content=body or b"",
+                str(request.method), str(request.url), headers=headers, content=content
             ),
             self.loop,
         ).result(timeout=120)
+        raw_headers = urllib3.HTTPHeaderDict()
+        for name, value in answer.headers.multi_items():
+            raw_headers.add(name, value)
         raw = urllib3.HTTPResponse(
             body=io.BytesIO(answer.content),
-            headers=list(answer.headers.multi_items()),
+            headers=raw_headers,
             status=answer.status_code,
             reason=answer.reason_phrase,
             version=11,
@@ -107,6 +110,7 @@ def run_operation(
 def operations(api: Api) -> Iterator[schemathesis.APIOperation]:
     schema = schemathesis.openapi.from_dict(api.app.openapi())
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), f"the schema is not valid: {result}"
         yield result.ok()
 
 
