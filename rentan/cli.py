@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -180,6 +181,33 @@ def demo(
             raise typer.Exit(2) from None
     ok = asyncio.run(run_demo(settings, size=size, period_start=start))
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def bench(
+    size: Annotated[
+        int, typer.Option(min=1, help="Workers in the cohort (default: the seed's 26,775).")
+    ] = 26_775,
+    probes: Annotated[
+        int,
+        typer.Option(min=20, help="Single verifications, bare updates and history reads sampled."),
+    ] = 400,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the figures as one JSON object.")
+    ] = False,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the run's directory (logs, databases) here.")
+    ] = None,
+) -> None:
+    """The cohort through the lifecycle on a fresh embedded stack, against the engine's floor."""
+    import json
+
+    from rentan.bench.report import render
+    from rentan.bench.run import BenchOptions, run_bench
+
+    configure_logging(level="WARNING", fmt="console")
+    figures = asyncio.run(run_bench(BenchOptions(size=size, probes=probes, keep=keep)))
+    typer.echo(json.dumps(figures, indent=2) if as_json else render(figures))
 
 
 @keys_app.command("create")

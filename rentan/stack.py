@@ -43,15 +43,22 @@ class Child:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Where the child's output goes; the terminal when None.
+    log_path: Path | None = None
 
     def start(self) -> None:
+        output = None if self.log_path is None else self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv,
             env={**os.environ, **self.env},
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
             # Own process group: a Ctrl-C in the terminal reaches ``up``, which then stops each
             # child in order instead of all of them dying at once.
             start_new_session=True,
         )
+        if output is not None:
+            output.close()  # the child holds its own copy
         log.info("component started", component=self.name, pid=self.process.pid)
 
     def exited(self) -> int | None:

@@ -1,0 +1,138 @@
+"""The floor's worker process and its driver.
+
+The worker runs in its own process, like rentan's, with rentan's data converter and worker
+tuning (``worker.worker_tuning``); its local activity counts finished lifecycles in shared
+memory, which is how the driver knows the last one is done without adding a step to the shape.
+The driver sends the same calls with the same concurrency as rentan's API does for a village
+list: update-with-start per row, then an Update per row for verification and for budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.worker import Worker
+
+from rentan.bench.floor_workflow import FLOOR_TASK_QUEUE, FloorWorkflow, floor_register
+from rentan.nominations import START_CONCURRENCY
+from rentan.steps import STEP_CONCURRENCY
+
+
+def _serve(env: dict[str, str], finished: Synchronized[int], ready: Any, stop: Any) -> None:
+    """Entry point of the floor worker process (spawned: a fresh interpreter, like ``rentan worker``)."""
+    os.environ.update(env)
+    from rentan.logs import configure_logging
+    from rentan.settings import get_settings
+    from rentan.temporal import connect
+    from worker import ACTIVITY_SLOTS, worker_tuning
+
+    settings = get_settings()
+    configure_logging(level="WARNING", fmt="json")
+
+    @activity.defn(name="floor_record")
+    def floor_record(_: str) -> None:
+        with finished.get_lock():
+            finished.value += 1
+
+    async def main() -> None:
+        client = await connect(settings)
+        with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
+            worker = Worker(
+                client,
+                task_queue=FLOOR_TASK_QUEUE,
+                workflows=[FloorWorkflow],
+                activities=[floor_register, floor_record],
+                **worker_tuning(executor),
+            )
+            async with worker:
+                ready.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.2)
+
+    asyncio.run(main())
+
+
+class FloorWorker:
+    """The floor worker as a child process; ``finished`` counts completed lifecycles."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.finished: Synchronized[int] = ctx.Value("q", 0)
+        self._ready = ctx.Event()
+        self._stop = ctx.Event()
+        self._process = ctx.Process(
+            target=_serve, args=(env, self.finished, self._ready, self._stop), daemon=True
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self._process.pid is not None
+        return self._process.pid
+
+    def start(self, timeout_s: float = 60) -> None:
+        self._process.start()
+        if not self._ready.wait(timeout_s):
+            self.stop()
+            raise RuntimeError("the floor worker did not start")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+
+
+async def _gather_limited(limit: int, calls: Sequence[Any]) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Any) -> None:
+        async with gate:
+            await call()
+
+    await asyncio.gather(*(one(c) for c in calls))
+
+
+async def nominate(client: Client, workflow_ids: list[str]) -> None:
+    async def start(workflow_id: str) -> None:
+        await client.execute_update_with_start_workflow(
+            FloorWorkflow.nominate,
+            "nominated",
+            start_workflow_operation=WithStartWorkflowOperation(
+                FloorWorkflow.run,
+                workflow_id,
+                id=workflow_id,
+                task_queue=FLOOR_TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            ),
+        )
+
+    await _gather_limited(START_CONCURRENCY, [lambda w=w: start(w) for w in workflow_ids])
+
+
+async def verify_one(client: Client, workflow_id: str) -> None:
+    await client.get_workflow_handle(workflow_id).execute_update(FloorWorkflow.verify, "verified")
+
+
+async def step_all(client: Client, workflow_ids: list[str], update: Any) -> None:
+    async def one(workflow_id: str) -> None:
+        await client.get_workflow_handle(workflow_id).execute_update(update, "step")
+
+    await _gather_limited(STEP_CONCURRENCY, [lambda w=w: one(w) for w in workflow_ids])
+
+
+async def lifecycle(client: Client, workflow_ids: list[str]) -> None:
+    """One village list's worth of bare lifecycles, up to the registration being scheduled."""
+    await nominate(client, workflow_ids)
+    await step_all(client, workflow_ids, FloorWorkflow.verify)
+    await step_all(client, workflow_ids, FloorWorkflow.approve_budget)
