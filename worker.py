@@ -15,7 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.bpjs import BpjsActivities, HttpBpjsAdapter
 from activities.projection import ProjectionActivities
@@ -31,10 +32,18 @@ WORKFLOWS = [EnrollmentWorkflow]
 ACTIVITY_SLOTS = 32
 
 
-def worker_tuning(executor: ThreadPoolExecutor) -> dict[str, Any]:
+def worker_tuning(executor: ThreadPoolExecutor, *, sandboxed: bool = False) -> dict[str, Any]:
     """Slots, cache and runner of every worker, shared with the benchmark's floor worker so the
-    floor runs on exactly the settings rentan runs on."""
+    floor runs on exactly the settings rentan runs on.
+
+    Workflows run unsandboxed: the sandbox re-imports the workflow module for every workflow
+    it loads, which the bench's profile put at a quarter of the worker's CPU (BENCHMARKS.md).
+    The test suite runs every workflow test sandboxed (``sandboxed=True``), so a
+    non-deterministic call (clock, randomness, I/O) in workflow code still fails a test; recorded
+    histories in tests/replay catch a change that breaks running workflows.
+    """
     return {
+        "workflow_runner": SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
         "activity_executor": executor,
         "max_concurrent_activities": ACTIVITY_SLOTS,
         "max_concurrent_local_activities": ACTIVITY_SLOTS,
@@ -50,6 +59,7 @@ def build_worker(
     bpjs: BpjsActivities,
     executor: ThreadPoolExecutor,
     task_queue: str | None = None,
+    sandboxed: bool = False,
 ) -> Worker:
     return Worker(
         client,
@@ -66,7 +76,7 @@ def build_worker(
             bpjs.extend_participant,
             bpjs.end_coverage,
         ],
-        **worker_tuning(executor),
+        **worker_tuning(executor, sandboxed=sandboxed),
     )
 
 

@@ -2,8 +2,9 @@
 
 Each write is keyed: the enrollment row only takes a transition whose ``seq`` is newer than the
 one it has, and decisions and audit rows carry an ``event_key`` (enrollment id + seq) so a
-retried or replayed activity writes nothing twice. One transaction per call: the row, the
-decision and the audit entry land together or not at all.
+retried or replayed activity writes nothing twice. Each call's writes land together or not at
+all: a savepoint of a transaction the group-commit writer shares among concurrent calls
+(models/writer.py), committed before the call returns.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from activities import audit, budget
 from domain.nik import mask
 from domain.premium import period_premium
 from domain.states import State
-from models.db import session_scope
 from models.tables import Decision, Enrollment, Person, Program
+from models.writer import GroupCommitWriter
 from workflows.messages import (
     BudgetRecommit,
     BudgetRelease,
@@ -56,62 +57,68 @@ def program_terms(program: Program) -> ProgramTerms:
 class ProjectionActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Every write goes through one group-committing writer (models/writer.py).
+        self.writer = GroupCommitWriter(engine)
 
     @activity.defn(name="record_nomination")
     def record_nomination(self, record: NominationRecord) -> NominationOutcome:
         """Create the person and the enrollment row, or report who holds this period already."""
         inp = record.input
+
+        def write(session: Session) -> NominationOutcome:
+            existing = _holder(session, inp.program.code, inp.person_key)
+            if existing is not None:
+                if existing.workflow_id == record.workflow_id:
+                    return NominationOutcome(recorded=True)  # a retry of this very call
+                return NominationOutcome(
+                    recorded=False,
+                    existing_enrollment_id=existing.id,
+                    existing_village_code=existing.village_code,
+                    existing_state=existing.state,
+                )
+            _upsert_person(session, record)
+            session.flush()  # no ORM relationships: the person must exist before the row
+            session.add(
+                Enrollment(
+                    id=inp.enrollment_id,
+                    program_code=inp.program.code,
+                    person_key=inp.person_key,
+                    village_code=inp.village_code,
+                    district_code=inp.district_code,
+                    category=inp.category,
+                    full_name=inp.person.full_name,
+                    nik_masked=mask(inp.person.nik),
+                    state=record.state,
+                    declared_income_idr=inp.declared_income_idr,
+                    premium_idr=inp.premium_idr,
+                    workflow_id=record.workflow_id,
+                    seq=1,
+                    nominated_by=inp.nominated_by.name,
+                    nominated_at=record.occurred_at,
+                    updated_at=record.occurred_at,
+                )
+            )
+            session.flush()
+            audit.append(
+                session,
+                audit.AuditEntry(
+                    event_key=f"{inp.enrollment_id}#1",
+                    occurred_at=record.occurred_at,
+                    actor=inp.nominated_by.name,
+                    role=inp.nominated_by.role,
+                    action="nominated",
+                    enrollment_id=inp.enrollment_id,
+                    workflow_id=record.workflow_id,
+                    run_id=record.run_id,
+                    state_before=None,
+                    state_after=record.state,
+                    detail={"village_code": inp.village_code, "category": inp.category},
+                ),
+            )
+            return NominationOutcome(recorded=True)
+
         try:
-            with session_scope(self.engine) as session:
-                existing = _holder(session, inp.program.code, inp.person_key)
-                if existing is not None:
-                    if existing.workflow_id == record.workflow_id:
-                        return NominationOutcome(recorded=True)  # a retry of this very call
-                    return NominationOutcome(
-                        recorded=False,
-                        existing_enrollment_id=existing.id,
-                        existing_village_code=existing.village_code,
-                        existing_state=existing.state,
-                    )
-                _upsert_person(session, record)
-                session.flush()  # no ORM relationships: the person must exist before the row
-                session.add(
-                    Enrollment(
-                        id=inp.enrollment_id,
-                        program_code=inp.program.code,
-                        person_key=inp.person_key,
-                        village_code=inp.village_code,
-                        district_code=inp.district_code,
-                        category=inp.category,
-                        full_name=inp.person.full_name,
-                        nik_masked=mask(inp.person.nik),
-                        state=record.state,
-                        declared_income_idr=inp.declared_income_idr,
-                        premium_idr=inp.premium_idr,
-                        workflow_id=record.workflow_id,
-                        seq=1,
-                        nominated_by=inp.nominated_by.name,
-                        nominated_at=record.occurred_at,
-                        updated_at=record.occurred_at,
-                    )
-                )
-                session.flush()
-                audit.append(
-                    session,
-                    audit.AuditEntry(
-                        event_key=f"{inp.enrollment_id}#1",
-                        occurred_at=record.occurred_at,
-                        actor=inp.nominated_by.name,
-                        role=inp.nominated_by.role,
-                        action="nominated",
-                        enrollment_id=inp.enrollment_id,
-                        workflow_id=record.workflow_id,
-                        run_id=record.run_id,
-                        state_before=None,
-                        state_after=record.state,
-                        detail={"village_code": inp.village_code, "category": inp.category},
-                    ),
-                )
+            return self.writer.run(write)
         except DataError as exc:
             # The database refuses the value itself (validation should have caught it):
             # retrying cannot help, so the nomination is refused instead of hanging.
@@ -124,12 +131,12 @@ class ProjectionActivities:
             # Another nomination of the same person may have won the race for the unique row:
             # the retry then reports the holder.
             raise ApplicationError(f"nomination not recorded: {exc.orig}") from None
-        return NominationOutcome(recorded=True)
 
     @activity.defn(name="record_transition")
     def record_transition(self, step: Transition) -> None:
         """Apply one transition to the projection, with its decision and audit entry."""
-        with session_scope(self.engine) as session:
+
+        def write(session: Session) -> None:
             row = session.get(Enrollment, step.enrollment_id, with_for_update=True)
             if row is None:
                 raise ApplicationError(f"enrollment {step.enrollment_id} is not projected yet")
@@ -176,9 +183,11 @@ class ProjectionActivities:
                 ),
             )
 
+        self.writer.run(write)
+
     @activity.defn(name="release_budget")
     def release_budget(self, step: BudgetRelease) -> int:
-        with session_scope(self.engine) as session:
+        def write(session: Session) -> int:
             return budget.release(
                 session,
                 enrollment_id=step.enrollment_id,
@@ -186,18 +195,23 @@ class ProjectionActivities:
                 actor=step.actor.name,
             )
 
+        return self.writer.run(write)
+
     @activity.defn(name="recommit_budget")
     def recommit_budget(self, step: BudgetRecommit) -> None:
         row_category = self._category(step.enrollment_id)
+
+        def write(session: Session) -> None:
+            budget.commit(
+                session,
+                program_code=step.program_code,
+                source_code=step.funding_source,
+                claims=[budget.Claim(step.enrollment_id, row_category, step.amount_idr)],
+                actor=step.actor.name,
+            )
+
         try:
-            with session_scope(self.engine) as session:
-                budget.commit(
-                    session,
-                    program_code=step.program_code,
-                    source_code=step.funding_source,
-                    claims=[budget.Claim(step.enrollment_id, row_category, step.amount_idr)],
-                    actor=step.actor.name,
-                )
+            self.writer.run(write)
         except budget.BudgetError as exc:
             raise ApplicationError(str(exc), type="StepRefused", non_retryable=True) from None
 
@@ -205,7 +219,8 @@ class ProjectionActivities:
     def open_renewal(self, opening: RenewalOpening) -> RenewalTerms:
         """Reserve the successor period for this person, so nobody nominates them there twice."""
         current = opening.current
-        with session_scope(self.engine) as session:
+
+        def write(session: Session) -> RenewalTerms:
             successor_code = current.program.successor
             successor = session.get(Program, successor_code) if successor_code else None
             if successor is None:
@@ -248,10 +263,13 @@ class ProjectionActivities:
                 enrollment_id=next_id, program=program_terms(successor), premium_idr=premium
             )
 
+        return self.writer.run(write)
+
     @activity.defn(name="cancel_renewal")
     def cancel_renewal(self, step: BudgetRelease) -> None:
         """Drop the successor reservation (it never became an enrollment) and its budget."""
-        with session_scope(self.engine) as session:
+
+        def write(session: Session) -> None:
             budget.release(
                 session,
                 enrollment_id=step.enrollment_id,
@@ -261,6 +279,8 @@ class ProjectionActivities:
             row = session.get(Enrollment, step.enrollment_id)
             if row is not None and row.seq == 0:
                 session.delete(row)
+
+        self.writer.run(write)
 
     def _category(self, enrollment_id: str) -> str:
         with Session(self.engine) as session:

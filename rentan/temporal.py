@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from pathlib import Path
 
 import temporalio.converter
+from pydantic import TypeAdapter
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+)
 from temporalio.service import TLSConfig
 
 from rentan.codec import EncryptionCodec
 from rentan.settings import Settings
+
+# One pydantic TypeAdapter per type for the whole process. The SDK gives every workflow instance
+# a payload converter of its own, and with it an empty adapter cache: rebuilding the adapters for
+# each workflow took ~4% of the worker's CPU in the bench's profile (BENCHMARKS.md).
+_type_adapter = functools.lru_cache(maxsize=1024)(TypeAdapter)
+
+
+class _SharedAdapterJSONConverter(PydanticJSONPlainPayloadConverter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._type_adapter = _type_adapter
+
+
+class PayloadConverter(CompositePayloadConverter):
+    """The SDK's pydantic payload converter, with the process-wide adapter cache."""
+
+    def __init__(self) -> None:
+        json_converter = _SharedAdapterJSONConverter()
+        super().__init__(
+            *(
+                json_converter if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
 
 
 def data_converter(settings: Settings) -> temporalio.converter.DataConverter:
@@ -21,8 +51,8 @@ def data_converter(settings: Settings) -> temporalio.converter.DataConverter:
         keys={settings.payload_key_id: settings.payload_key_bytes()},
     )
     # The pydantic converter handles dates in the dataclasses of ``workflows.messages``.
-    return dataclasses.replace(
-        pydantic_data_converter,
+    return temporalio.converter.DataConverter(
+        payload_converter_class=PayloadConverter,
         payload_codec=codec,
         failure_converter_class=temporalio.converter.DefaultFailureConverterWithEncodedAttributes,
     )

@@ -80,6 +80,8 @@ async def running_worker(
             projection=ProjectionActivities(engine),
             bpjs=BpjsActivities(adapter or sim.adapter),
             executor=executor,
+            # Tests run workflows in the sandbox: it fails a test on a non-deterministic call.
+            sandboxed=True,
         )
         async with worker:
             try:
