@@ -14,7 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import event as orm_events
 from sqlalchemy import text
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
 from models.tables import AuditEvent
@@ -22,6 +24,7 @@ from models.tables import AuditEvent
 GENESIS = "0" * 64
 # Arbitrary constant naming the audit chain's PostgreSQL advisory lock.
 _AUDIT_LOCK = 0x52454E54
+_HEAD = "audit_chain_head"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ def row_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
+@orm_events.listens_for(OrmSession, "after_commit")
+@orm_events.listens_for(OrmSession, "after_soft_rollback")
+def _forget_head(session: OrmSession, *_: Any) -> None:
+    """The cached head holds only inside the transaction that locked the chain; a rollback (a
+    savepoint's too) may have taken the row it names back."""
+    session.info.pop(_HEAD, None)
+
+
 def lock_chain(session: Session) -> None:
     """Serialize appends for the rest of this transaction."""
     if session.get_bind().dialect.name == "postgresql":
@@ -75,9 +86,13 @@ def append(session: Session, entry: AuditEntry) -> AuditEvent | None:
     """Append ``entry`` unless its event_key is already in the log; caller commits."""
     if session.exec(select(AuditEvent.id).where(AuditEvent.event_key == entry.event_key)).first():
         return None
-    lock_chain(session)
-    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(1)).first()
-    prev = last.hash if last else GENESIS
+    prev = session.info.get(_HEAD)
+    if prev is None:  # the transaction's first append: lock the chain and read its head
+        lock_chain(session)
+        last = session.exec(
+            select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)
+        ).first()
+        prev = last if last is not None else GENESIS
     event = AuditEvent(
         event_key=entry.event_key,
         occurred_at=entry.occurred_at.astimezone(dt.UTC),
@@ -97,6 +112,9 @@ def append(session: Session, entry: AuditEntry) -> AuditEvent | None:
     event.hash = row_hash(prev, event)
     session.add(event)
     session.flush()
+    # The chain is locked until the transaction ends, so its head stays ours: the next append in
+    # this transaction (the group-commit writer batches many) links to it without a query.
+    session.info[_HEAD] = event.hash
     return event
 
 

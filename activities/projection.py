@@ -61,7 +61,7 @@ class ProjectionActivities:
         self.writer = GroupCommitWriter(engine)
 
     @activity.defn(name="record_nomination")
-    def record_nomination(self, record: NominationRecord) -> NominationOutcome:
+    async def record_nomination(self, record: NominationRecord) -> NominationOutcome:
         """Create the person and the enrollment row, or report who holds this period already."""
         inp = record.input
 
@@ -118,7 +118,7 @@ class ProjectionActivities:
             return NominationOutcome(recorded=True)
 
         try:
-            return self.writer.run(write)
+            return await self.writer.run(write)
         except DataError as exc:
             # The database refuses the value itself (validation should have caught it):
             # retrying cannot help, so the nomination is refused instead of hanging.
@@ -133,7 +133,7 @@ class ProjectionActivities:
             raise ApplicationError(f"nomination not recorded: {exc.orig}") from None
 
     @activity.defn(name="record_transition")
-    def record_transition(self, step: Transition) -> None:
+    async def record_transition(self, step: Transition) -> None:
         """Apply one transition to the projection, with its decision and audit entry."""
 
         def write(session: Session) -> None:
@@ -183,10 +183,10 @@ class ProjectionActivities:
                 ),
             )
 
-        self.writer.run(write)
+        await self.writer.run(write)
 
     @activity.defn(name="release_budget")
-    def release_budget(self, step: BudgetRelease) -> int:
+    async def release_budget(self, step: BudgetRelease) -> int:
         def write(session: Session) -> int:
             return budget.release(
                 session,
@@ -195,13 +195,13 @@ class ProjectionActivities:
                 actor=step.actor.name,
             )
 
-        return self.writer.run(write)
+        return await self.writer.run(write)
 
     @activity.defn(name="recommit_budget")
-    def recommit_budget(self, step: BudgetRecommit) -> None:
-        row_category = self._category(step.enrollment_id)
-
+    async def recommit_budget(self, step: BudgetRecommit) -> None:
         def write(session: Session) -> None:
+            row = session.get(Enrollment, step.enrollment_id)
+            row_category = row.category if row else ""
             budget.commit(
                 session,
                 program_code=step.program_code,
@@ -211,12 +211,12 @@ class ProjectionActivities:
             )
 
         try:
-            self.writer.run(write)
+            await self.writer.run(write)
         except budget.BudgetError as exc:
             raise ApplicationError(str(exc), type="StepRefused", non_retryable=True) from None
 
     @activity.defn(name="open_renewal")
-    def open_renewal(self, opening: RenewalOpening) -> RenewalTerms:
+    async def open_renewal(self, opening: RenewalOpening) -> RenewalTerms:
         """Reserve the successor period for this person, so nobody nominates them there twice."""
         current = opening.current
 
@@ -263,10 +263,10 @@ class ProjectionActivities:
                 enrollment_id=next_id, program=program_terms(successor), premium_idr=premium
             )
 
-        return self.writer.run(write)
+        return await self.writer.run(write)
 
     @activity.defn(name="cancel_renewal")
-    def cancel_renewal(self, step: BudgetRelease) -> None:
+    async def cancel_renewal(self, step: BudgetRelease) -> None:
         """Drop the successor reservation (it never became an enrollment) and its budget."""
 
         def write(session: Session) -> None:
@@ -280,12 +280,7 @@ class ProjectionActivities:
             if row is not None and row.seq == 0:
                 session.delete(row)
 
-        self.writer.run(write)
-
-    def _category(self, enrollment_id: str) -> str:
-        with Session(self.engine) as session:
-            row = session.get(Enrollment, enrollment_id)
-            return row.category if row else ""
+        await self.writer.run(write)
 
 
 def _holder(session: Session, program_code: str, person_key: str) -> Enrollment | None:

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from fastapi import HTTPException
+from sqlmodel import Session
 
 from activities import audit
 from api.errors import Conflict
@@ -30,7 +31,8 @@ def actor_of(principal: Principal) -> Actor:
 
 def load_enrollment(state: AppState, principal: Principal, enrollment_id: str) -> Enrollment:
     """The enrollment, or 404 — also when a village operator asks for another village's."""
-    with session_scope(state.engine) as session:
+    # A read: no write transaction (on SQLite that would queue behind the worker's writes).
+    with Session(state.engine, expire_on_commit=False) as session:
         row = session.get(Enrollment, enrollment_id)
     if row is None or (
         principal.role == Role.VILLAGE_OPERATOR and row.village_code != principal.village_code
@@ -84,7 +86,7 @@ def audit_refused_outcomes(
     refused = [o for o in outcomes if not o.ok]
     if not refused:
         return
-    with session_scope(state.engine) as session:
+    with Session(state.engine, expire_on_commit=False) as session:
         rows = {o.enrollment_id: session.get(Enrollment, o.enrollment_id) for o in refused}
     for outcome in refused:
         row = rows.get(outcome.enrollment_id)

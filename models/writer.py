@@ -9,10 +9,13 @@ back its own savepoint and raises in its caller, leaving the others in the batch
 itself fails, each write of the batch is tried again in a transaction of its own, so one bad
 write never sinks another. A caller's return only comes after the commit: read-your-writes holds.
 The thread runs while there is work and ends when the queue is empty; nothing to shut down.
+Callers on an event loop (the projection's local activities) await ``run``: no thread of theirs
+waits on the database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -42,15 +45,19 @@ class GroupCommitWriter:
         self._lock = threading.Lock()
         self._running = False
 
-    def run(self, work: Callable[[Session], T]) -> T:
-        """Run ``work(session)`` in a committed transaction; its result, or its exception."""
+    def submit(self, work: Callable[[Session], T]) -> Future[T]:
+        """Queue ``work(session)``; the future holds its result (or exception) once committed."""
         job = _Job(work)
         with self._lock:
             self._queue.append(job)
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._drain, name="rentan-writer", daemon=True).start()
-        result: T = job.future.result()
+        return job.future
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work(session)`` in a committed transaction without blocking the event loop."""
+        result: T = await asyncio.wrap_future(self.submit(work))
         return result
 
     def _drain(self) -> None:

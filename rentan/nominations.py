@@ -34,7 +34,6 @@ from domain.errors import FieldError
 from domain.nomination import ProgramRules, WorkerRow, validate_row
 from domain.premium import period_premium
 from domain.regions import regions
-from domain.states import State
 from models.tables import Program
 from rentan.logs import get_logger
 from workflows import search_attributes as sa
@@ -183,7 +182,6 @@ async def _start_one(
                 SearchAttributePair(sa.VILLAGE, inp.village_code),
                 SearchAttributePair(sa.DISTRICT, inp.district_code),
                 SearchAttributePair(sa.CATEGORY, inp.category),
-                SearchAttributePair(sa.STATE, State.NOMINATED.value),
             ]
         ),
     )

@@ -171,7 +171,7 @@ async def test_up_serves_readyz_ui_and_a_separate_worker_and_resumes_after_resta
         client = await connect(settings)
         description = await client.get_workflow_handle(accepted.enrollment_id).describe()
         assert description.status is not None and description.status.name == "RUNNING"
-        query = f"RentanState='nominated' AND RentanProgram='{program.code}'"
+        query = f"RentanProgram='{program.code}'"
         listed = [w.id async for w in client.list_workflows(query)]
         assert listed == [accepted.enrollment_id]
         assert description.workflow_type == EnrollmentWorkflow.__name__
