@@ -67,7 +67,7 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=[
             projection.record_nomination,
-            projection.record_transition,
+            projection.record_transitions,
             projection.release_budget,
             projection.recommit_budget,
             projection.open_renewal,

@@ -132,56 +132,14 @@ class ProjectionActivities:
             # the retry then reports the holder.
             raise ApplicationError(f"nomination not recorded: {exc.orig}") from None
 
+    # The name predates batches: recorded histories' markers carry it (their input is not kept).
     @activity.defn(name="record_transition")
-    async def record_transition(self, step: Transition) -> None:
-        """Apply one transition to the projection, with its decision and audit entry."""
+    async def record_transitions(self, steps: list[Transition]) -> None:
+        """Apply transitions in order to the projection, each with its decision and audit entry."""
 
         def write(session: Session) -> None:
-            row = session.get(Enrollment, step.enrollment_id, with_for_update=True)
-            if row is None:
-                raise ApplicationError(f"enrollment {step.enrollment_id} is not projected yet")
-            if row.seq < step.seq:
-                row.seq = step.seq
-                row.state = step.state_after
-                row.updated_at = step.occurred_at
-                _apply_changes(session, row, step)
-                session.add(row)
-            event_key = f"{step.enrollment_id}#{step.seq}"
-            if (
-                step.human
-                and session.exec(select(Decision.id).where(Decision.event_key == event_key)).first()
-                is None
-            ):
-                session.add(
-                    Decision(
-                        event_key=event_key,
-                        enrollment_id=step.enrollment_id,
-                        action=step.action,
-                        actor=step.actor.name,
-                        role=step.actor.role,
-                        reason=step.reason[:1000],
-                        state_before=step.state_before,
-                        state_after=step.state_after,
-                        decided_at=step.occurred_at,
-                    )
-                )
-            audit.append(
-                session,
-                audit.AuditEntry(
-                    event_key=event_key,
-                    occurred_at=step.occurred_at,
-                    actor=step.actor.name,
-                    role=step.actor.role,
-                    action=step.action,
-                    enrollment_id=step.enrollment_id,
-                    workflow_id=step.workflow_id,
-                    run_id=step.run_id,
-                    state_before=step.state_before,
-                    state_after=step.state_after,
-                    reason=step.reason,
-                    detail=step.detail,
-                ),
-            )
+            for step in steps:
+                _apply_transition(session, step)
 
         await self.writer.run(write)
 
@@ -281,6 +239,53 @@ class ProjectionActivities:
                 session.delete(row)
 
         await self.writer.run(write)
+
+
+def _apply_transition(session: Session, step: Transition) -> None:
+    row = session.get(Enrollment, step.enrollment_id, with_for_update=True)
+    if row is None:
+        raise ApplicationError(f"enrollment {step.enrollment_id} is not projected yet")
+    if row.seq < step.seq:
+        row.seq = step.seq
+        row.state = step.state_after
+        row.updated_at = step.occurred_at
+        _apply_changes(session, row, step)
+        session.add(row)
+    event_key = f"{step.enrollment_id}#{step.seq}"
+    if (
+        step.human
+        and session.exec(select(Decision.id).where(Decision.event_key == event_key)).first() is None
+    ):
+        session.add(
+            Decision(
+                event_key=event_key,
+                enrollment_id=step.enrollment_id,
+                action=step.action,
+                actor=step.actor.name,
+                role=step.actor.role,
+                reason=step.reason[:1000],
+                state_before=step.state_before,
+                state_after=step.state_after,
+                decided_at=step.occurred_at,
+            )
+        )
+    audit.append(
+        session,
+        audit.AuditEntry(
+            event_key=event_key,
+            occurred_at=step.occurred_at,
+            actor=step.actor.name,
+            role=step.actor.role,
+            action=step.action,
+            enrollment_id=step.enrollment_id,
+            workflow_id=step.workflow_id,
+            run_id=step.run_id,
+            state_before=step.state_before,
+            state_after=step.state_after,
+            reason=step.reason,
+            detail=step.detail,
+        ),
+    )
 
 
 def _holder(session: Session, program_code: str, person_key: str) -> Enrollment | None:

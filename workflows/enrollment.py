@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import NamedTuple
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -65,8 +66,22 @@ BPJS_RETRY = RetryPolicy(
 # The adapter gives up after 10 s; a worker that died mid-call is noticed 15 s in, not 30.
 BPJS_TIMEOUT = timedelta(seconds=15)
 NOMINATION_GRACE = timedelta(hours=1)
-# Patch id: from here on, the state is no longer upserted as a search attribute.
-STATE_NOT_INDEXED = "state-not-indexed"
+# Patch id. Runs started from here on: the state is no longer upserted as a search attribute,
+# and budget approval records the start of the registration with it. Recorded runs replay the
+# old way.
+LEAN_STEPS = "lean-steps"
+
+
+class _Step(NamedTuple):
+    """A step to record: what, who, why, and the states around it."""
+
+    action: str
+    actor: Actor
+    reason: str
+    before: State
+    after: State
+    changes: EnrollmentChanges | None = None
+    detail: dict[str, str] | None = None
 
 
 @workflow.defn
@@ -434,12 +449,19 @@ class EnrollmentWorkflow:
                 )
                 return self._result()
             self.funding_source = step.funding_source
+            # The registration starts straight after the budget: recorded together, the
+            # decision and the system's step cost one local activity (BENCHMARKS.md).
             await self._move(
                 State.BUDGET_APPROVED,
                 "budget_approved",
                 step.actor,
                 step.reason,
                 changes=EnrollmentChanges(funding_source=step.funding_source),
+                then=(
+                    (State.REGISTERING, "registration_started")
+                    if workflow.patched(LEAN_STEPS)
+                    else None
+                ),
             )
             return self._result()
 
@@ -658,15 +680,22 @@ class EnrollmentWorkflow:
         *,
         changes: EnrollmentChanges | None = None,
         previous: State | None = None,
+        then: tuple[State, str] | None = None,
     ) -> None:
+        """Change state and record it; ``then`` is a system step that follows at once (the same
+        record, one local activity for both)."""
         before = previous or self.state or State.NOMINATED
         self.state = target
-        await self._record(action, actor, reason, before, target, changes=changes)
+        steps = [_Step(action, actor, reason, before, target, changes)]
+        if then is not None:
+            self.state, then_action = then
+            steps.append(_Step(then_action, SYSTEM, "", target, self.state))
+        await self._record(steps)
         # No search-attribute upsert per step: each cost the server a visibility write, a
         # quarter of its CPU per enrollment in the bench (BENCHMARKS.md); the projection answers
         # "which are verified" (GET /v1/enrollments?state=). Runs recorded before keep their
         # upserts on replay.
-        if not workflow.patched(STATE_NOT_INDEXED):
+        if not workflow.patched(LEAN_STEPS):
             workflow.upsert_search_attributes([sa.LEGACY_STATE.value_set(target.value)])
 
     async def _note(
@@ -679,40 +708,35 @@ class EnrollmentWorkflow:
     ) -> None:
         """An event without a state change (reminder, escalation, a renewal decision)."""
         current = self.state or State.NOMINATED
-        await self._record(action, actor, reason, current, current, detail=detail)
+        await self._record([_Step(action, actor, reason, current, current, detail=detail)])
 
-    async def _record(
-        self,
-        action: str,
-        actor: Actor,
-        reason: str,
-        before: State,
-        after: State,
-        *,
-        changes: EnrollmentChanges | None = None,
-        detail: dict[str, str] | None = None,
-    ) -> None:
+    async def _record(self, steps: list[_Step]) -> None:
         occurred_at = workflow.now()
         async with self.record_lock:
-            self.seq += 1
             info = workflow.info()
+            transitions = []
+            for step in steps:
+                self.seq += 1
+                transitions.append(
+                    Transition(
+                        enrollment_id=self.inp.enrollment_id,
+                        workflow_id=info.workflow_id,
+                        run_id=info.run_id,
+                        seq=self.seq,
+                        action=step.action,
+                        actor=step.actor,
+                        state_before=step.before.value,
+                        state_after=step.after.value,
+                        occurred_at=occurred_at,
+                        reason=step.reason,
+                        human=step.actor.role != SYSTEM.role,
+                        changes=step.changes,
+                        detail=step.detail or {},
+                    )
+                )
             await workflow.execute_local_activity_method(
-                ProjectionActivities.record_transition,
-                Transition(
-                    enrollment_id=self.inp.enrollment_id,
-                    workflow_id=info.workflow_id,
-                    run_id=info.run_id,
-                    seq=self.seq,
-                    action=action,
-                    actor=actor,
-                    state_before=before.value,
-                    state_after=after.value,
-                    occurred_at=occurred_at,
-                    reason=reason,
-                    human=actor.role != SYSTEM.role,
-                    changes=changes,
-                    detail=detail or {},
-                ),
+                ProjectionActivities.record_transitions,
+                transitions,
                 start_to_close_timeout=LOCAL_TIMEOUT,
             )
 
