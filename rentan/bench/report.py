@@ -19,8 +19,10 @@ def render(f: dict[str, Any]) -> str:
         f"history read           p50 {f['history_p50_ms']:.0f} ms  p95 {f['history_p95_ms']:.0f} ms"
         f"  ({f['history_failures']} failed)",
         f"CPU seconds            worker {f['worker_cpu_s']:.1f}  Temporal {f['temporal_cpu_s']:.1f}"
-        f"  API {f['api_cpu_s']:.1f}  (floor: worker {f['floor_worker_cpu_s']:.1f},"
-        f" Temporal {f['floor_temporal_cpu_s']:.1f})",
+        f"  API {f['api_cpu_s']:.1f}  BPJS sim {f['bpjs_sim_cpu_s']:.1f}"
+        f"  bench clients {f['bench_driver_cpu_s']:.1f}",
+        f"  floor                worker {f['floor_worker_cpu_s']:.1f}"
+        f"  Temporal {f['floor_temporal_cpu_s']:.1f}  bench clients {f['floor_driver_cpu_s']:.1f}",
         f"peak RSS MiB           worker {f['worker_peak_rss_mb']:.0f}"
         f"  Temporal {f['temporal_peak_rss_mb']:.0f}  API {f['api_peak_rss_mb']:.0f}"
         f"  (floor worker {f['floor_worker_peak_rss_mb']:.0f})",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import shutil
 import socket
@@ -166,7 +167,11 @@ async def _floor_side(
     worker.start()
     client = await connect(settings, identity="rentan-bench-floor")
     try:
-        windows = {"temporal": CpuWindow(temporal_pid), "worker": CpuWindow(worker.pid)}
+        windows = {
+            "temporal": CpuWindow(temporal_pid),
+            "worker": CpuWindow(worker.pid),
+            "bench": CpuWindow(os.getpid()),
+        }
         for window in windows.values():
             window.start()
         counter = iter(range(10**9))
@@ -232,6 +237,7 @@ async def _rentan_side(
         await api.create_program(program_body(PROBE_PROGRAM, probe_start, probe_end, options.size))
 
         pids = {name: child.process.pid for name, child in children.items() if child.process}
+        pids["bench"] = os.getpid()  # the driver: the people's HTTP clients
         windows = {name: CpuWindow(pid) for name, pid in pids.items()}
         for window in windows.values():
             window.start()
@@ -339,7 +345,7 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
                 children=list(children.values()),
             )
             _say(f"rentan: {options.size:,} enrollments through the API")
-            measured = {k: children[k] for k in ("temporal", "worker", "api")}
+            measured = {k: children[k] for k in ("temporal", "worker", "api", "bpjs-sim")}
             ours, history = await _rentan_side(settings, env, lists, options, measured, workdir)
         finally:
             for child in reversed(list(children.values())):
@@ -381,8 +387,11 @@ def _report(
         "worker_cpu_s": round(ours.cpu_s["worker"], 1),
         "temporal_cpu_s": round(ours.cpu_s["temporal"], 1),
         "api_cpu_s": round(ours.cpu_s["api"], 1),
+        "bpjs_sim_cpu_s": round(ours.cpu_s["bpjs-sim"], 1),
+        "bench_driver_cpu_s": round(ours.cpu_s["bench"], 1),
         "floor_worker_cpu_s": round(floor_side.cpu_s["worker"], 1),
         "floor_temporal_cpu_s": round(floor_side.cpu_s["temporal"], 1),
+        "floor_driver_cpu_s": round(floor_side.cpu_s["bench"], 1),
         "worker_peak_rss_mb": round(ours.peak_rss_mb["worker"], 1),
         "temporal_peak_rss_mb": round(ours.peak_rss_mb["temporal"], 1),
         "api_peak_rss_mb": round(ours.peak_rss_mb["api"], 1),
