@@ -68,11 +68,17 @@ def row_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
-@orm_events.listens_for(OrmSession, "after_commit")
+@orm_events.listens_for(OrmSession, "after_transaction_end")
+def _forget_head_at_the_end(session: OrmSession, transaction: Any) -> None:
+    """The cached head holds only inside the transaction that locked the chain. (A savepoint
+    that ends without rollback keeps it: its rows are the transaction's.)"""
+    if transaction.parent is None:
+        session.info.pop(_HEAD, None)
+
+
 @orm_events.listens_for(OrmSession, "after_soft_rollback")
-def _forget_head(session: OrmSession, *_: Any) -> None:
-    """The cached head holds only inside the transaction that locked the chain; a rollback (a
-    savepoint's too) may have taken the row it names back."""
+def _forget_head_on_rollback(session: OrmSession, *_: Any) -> None:
+    """A rollback, a savepoint's too, may have taken back the row the head names."""
     session.info.pop(_HEAD, None)
 
 

@@ -58,7 +58,9 @@ class ProjectionActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # Every write goes through one group-committing writer (models/writer.py).
-        self.writer = GroupCommitWriter(engine)
+        # Each batch takes the audit chain's lock first (PostgreSQL): two workers' batches then
+        # never hold a funding source and the chain in opposite orders.
+        self.writer = GroupCommitWriter(engine, on_begin=audit.lock_chain)
 
     @activity.defn(name="record_nomination")
     async def record_nomination(self, record: NominationRecord) -> NominationOutcome:

@@ -178,6 +178,9 @@ class EnrollmentWorkflow:
             period_start=terms.period_start,
             period_end=terms.period_end,
         )
+        # The step that led here may still be writing its record (budget approval records the
+        # start of registration with it): BPJS is called once the projection shows it.
+        await workflow.wait_condition(lambda: not self.record_lock.locked())
         try:
             result: RegistrationResult = await workflow.execute_activity_method(
                 BpjsActivities.register_participant,

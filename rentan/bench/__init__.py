@@ -1,1 +1,1 @@
-"""``rentan bench``: the seed cohort through the lifecycle, against the engine's floor in the same run."""
+"""``rentan bench``: the seed cohort through the lifecycle, against the engine's floor, one run."""

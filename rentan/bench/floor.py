@@ -1,8 +1,9 @@
 """The floor's worker process and its driver.
 
 The worker runs in its own process, like rentan's, with rentan's data converter and worker
-tuning (``worker.worker_tuning``); its local activity counts finished lifecycles in shared
-memory, which is how the driver knows the last one is done without adding a step to the shape.
+tuning (``worker.worker_tuning``); its local activity counts finished lifecycles (distinct
+workflows ``floor-<n>``) in shared memory, which is how the driver knows the last one is done
+without adding a step to the shape. Latency probes use other ids: they never finish.
 The driver sends the same calls with the same concurrency as rentan's API does for a village
 list: update-with-start per row, then an Update per row for verification and for budget.
 """
@@ -27,8 +28,10 @@ from rentan.nominations import START_CONCURRENCY
 from rentan.steps import STEP_CONCURRENCY
 
 
-def _serve(env: dict[str, str], finished: Synchronized[int], ready: Any, stop: Any) -> None:
-    """Entry point of the floor worker process (spawned: a fresh interpreter, like ``rentan worker``)."""
+def _serve(
+    env: dict[str, str], finished: Synchronized[int], seen: Any, ready: Any, stop: Any
+) -> None:
+    """The floor worker process's entry (spawned: a fresh interpreter, like ``rentan worker``)."""
     os.environ.update(env)
     from rentan.logs import configure_logging
     from rentan.settings import get_settings
@@ -39,9 +42,13 @@ def _serve(env: dict[str, str], finished: Synchronized[int], ready: Any, stop: A
     configure_logging(level="WARNING", fmt="json")
 
     @activity.defn(name="floor_record")
-    def floor_record(_: str) -> None:
+    def floor_record(workflow_id: str) -> None:
+        # Distinct workflows, not runs of this activity: a retried one must not count twice.
+        index = int(workflow_id.rsplit("-", 1)[1])
         with finished.get_lock():
-            finished.value += 1
+            if not seen[index]:
+                seen[index] = 1
+                finished.value += 1
 
     async def main() -> None:
         client = await connect(settings)
@@ -55,8 +62,7 @@ def _serve(env: dict[str, str], finished: Synchronized[int], ready: Any, stop: A
             )
             async with worker:
                 ready.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.2)
+                await asyncio.to_thread(stop.wait)
 
     asyncio.run(main())
 
@@ -64,13 +70,16 @@ def _serve(env: dict[str, str], finished: Synchronized[int], ready: Any, stop: A
 class FloorWorker:
     """The floor worker as a child process; ``finished`` counts completed lifecycles."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], size: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.finished: Synchronized[int] = ctx.Value("q", 0)
+        seen = ctx.RawArray("b", size)  # one flag per floor workflow, guarded by finished's lock
         self._ready = ctx.Event()
         self._stop = ctx.Event()
         self._process = ctx.Process(
-            target=_serve, args=(env, self.finished, self._ready, self._stop), daemon=True
+            target=_serve,
+            args=(env, self.finished, seen, self._ready, self._stop),
+            daemon=True,
         )
 
     @property

@@ -1,4 +1,4 @@
-"""What the benchmark measures besides wall time: per-process CPU and peak memory, open-loop latency.
+"""What the bench measures besides wall time: per-process CPU and peak memory, open-loop latency.
 
 CPU and memory come from ``/proc`` (Linux): ``utime + stime`` of the process and ``VmHWM``, the
 kernel's own record of its peak resident set, so no sampling can miss a spike.
@@ -7,6 +7,7 @@ kernel's own record of its peak resident set, so no sampling can miss a spike.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import time
@@ -34,6 +35,12 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Start ``VmHWM`` again from the current resident set (so a phase's peak is its own)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as refs:
+        refs.write("5")
+
+
 @dataclass
 class CpuWindow:
     """CPU seconds a process spends between ``start()`` and ``stop()``."""
@@ -55,7 +62,7 @@ def percentile(values: list[float], pct: float) -> float:
     if not values:
         raise ValueError("no samples")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(pct * len(ordered) / 100)))
     return ordered[rank - 1]
 
 
@@ -99,7 +106,10 @@ async def open_loop(
 
     async def one(index: int, scheduled: float) -> None:
         nonlocal failures
-        ok = await call(index)
+        try:
+            ok = await call(index)
+        except Exception:  # a refused connection, an RPC error: a failed call, not a dead run
+            ok = False
         samples.append(time.perf_counter() - scheduled)
         if not ok:
             failures += 1

@@ -1,4 +1,4 @@
-"""rentan's side of the benchmark: the cohort through the API, as the regency's people would send it.
+"""rentan's side of the bench: the cohort through the API, as the regency's people would send it.
 
 Per village list, in turn: the village operator posts the list (its own key), the DPMD verifier
 verifies the village's nominated enrollments in one batch call, the budget officer commits the
@@ -170,5 +170,6 @@ def count_in_state(engine: Engine, program: str, state: str) -> int:
 
 
 async def wait_for_count(engine: Engine, program: str, state: str, expected: int) -> None:
-    while await asyncio.to_thread(count_in_state, engine, program, state) < expected:
+    # The projection is another process's database: polling is the only way to see it fill.
+    while await asyncio.to_thread(count_in_state, engine, program, state) < expected:  # noqa: ASYNC110
         await asyncio.sleep(0.25)

@@ -31,10 +31,17 @@ from models.db import make_engine
 from models.migrate import upgrade
 from rentan import cohort
 from rentan.bench import floor
-from rentan.bench.measure import CpuWindow, Latencies, open_loop, peak_rss_mb
+from rentan.bench.measure import (
+    CpuWindow,
+    Latencies,
+    open_loop,
+    peak_rss_mb,
+    reset_peak_rss,
+)
 from rentan.bench.ours import (
     REQUEST_TIMEOUT_S,
     ApiDriver,
+    count_in_state,
     program_body,
     village_operator_keys,
     wait_for_count,
@@ -163,10 +170,10 @@ async def _floor_side(
     temporal_pid: int,
 ) -> Side:
     side = Side()
-    worker = floor.FloorWorker(env)
+    worker = floor.FloorWorker(env, options.size)
     worker.start()
-    client = await connect(settings, identity="rentan-bench-floor")
     try:
+        client = await connect(settings, identity="rentan-bench-floor")
         windows = {
             "temporal": CpuWindow(temporal_pid),
             "worker": CpuWindow(worker.pid),
@@ -187,7 +194,8 @@ async def _floor_side(
             options.villages_at_once,
             lambda item: floor.lifecycle(client, ids_of[item.village.code]),
         )
-        while worker.finished.value < options.size:
+        # A counter in shared memory, bumped by the floor worker's process: polled.
+        while worker.finished.value < options.size:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         side.seconds = time.perf_counter() - started
         ticker.cancel()
@@ -205,9 +213,13 @@ async def _floor_side(
 
         side.step = await open_loop(verify, count=options.probes, per_second=PROBE_RATE_PER_S)
         _say(
-            f"floor update at {PROBE_RATE_PER_S:.0f}/s: p50 {side.step.p50_ms:.0f} ms, p99 {side.step.p99_ms:.0f} ms"
+            f"floor update at {PROBE_RATE_PER_S:.0f}/s: "
+            f"p50 {side.step.p50_ms:.0f} ms, p99 {side.step.p99_ms:.0f} ms"
         )
-        side.peak_rss_mb = {"worker": peak_rss_mb(worker.pid)}
+        side.peak_rss_mb = {
+            "worker": peak_rss_mb(worker.pid),
+            "temporal": peak_rss_mb(temporal_pid),
+        }
     finally:
         worker.stop()
     return side
@@ -223,83 +235,95 @@ async def _rentan_side(
 ) -> tuple[Side, Latencies]:
     side = Side()
     engine = make_engine(settings.resolved_database_url)
-    role_keys = json.loads((workdir / "dev-keys.json").read_text())["keys"]
-    operator_keys = village_operator_keys(engine, (item.village.code for item in lists))
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{settings.api_port}", timeout=REQUEST_TIMEOUT_S, limits=limits
-    ) as http:
-        api = ApiDriver(http, role_keys, operator_keys)
-        start = dt.date.today().replace(day=1)
-        period_start, period_end = period_for(start)
-        await api.create_program(program_body(PROGRAM, period_start, period_end, options.size))
-        probe_start, probe_end = period_for(period_end + dt.timedelta(days=1))
-        await api.create_program(program_body(PROBE_PROGRAM, probe_start, probe_end, options.size))
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        role_keys = json.loads((workdir / "dev-keys.json").read_text())["keys"]
+        operator_keys = village_operator_keys(engine, (item.village.code for item in lists))
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api_port}",
+            timeout=REQUEST_TIMEOUT_S,
+            limits=limits,
+        ) as http:
+            api = ApiDriver(http, role_keys, operator_keys)
+            start = dt.date.today().replace(day=1)
+            period_start, period_end = period_for(start)
+            await api.create_program(program_body(PROGRAM, period_start, period_end, options.size))
+            probe_start, probe_end = period_for(period_end + dt.timedelta(days=1))
+            await api.create_program(
+                program_body(PROBE_PROGRAM, probe_start, probe_end, options.size)
+            )
 
-        pids = {name: child.process.pid for name, child in children.items() if child.process}
-        pids["bench"] = os.getpid()  # the driver: the people's HTTP clients
-        windows = {name: CpuWindow(pid) for name, pid in pids.items()}
-        for window in windows.values():
-            window.start()
-        from rentan.bench.ours import count_in_state
+            pids = {name: child.process.pid for name, child in children.items() if child.process}
+            pids["bench"] = os.getpid()  # the driver: the people's HTTP clients
+            windows = {name: CpuWindow(pid) for name, pid in pids.items()}
+            for window in windows.values():
+                window.start()
+            active = 0
 
-        active = 0
+            def done() -> int:
+                return active
 
-        def done() -> int:
-            return active
+            async def watch_active() -> None:
+                nonlocal active
+                while True:
+                    active = await asyncio.to_thread(count_in_state, engine, PROGRAM, "active")
+                    await asyncio.sleep(1)
 
-        async def watch_active() -> None:
-            nonlocal active
-            while True:
-                active = await asyncio.to_thread(count_in_state, engine, PROGRAM, "active")
-                await asyncio.sleep(1)
+            started = time.perf_counter()
+            tasks.append(asyncio.create_task(watch_active()))
+            tasks.append(
+                asyncio.create_task(_progress("rentan enrollments active", done, options.size))
+            )
+            await _in_villages(
+                lists, options.villages_at_once, lambda item: api.lifecycle(PROGRAM, item)
+            )
+            await wait_for_count(engine, PROGRAM, "active", options.size)
+            side.seconds = time.perf_counter() - started
+            for task in tasks:
+                task.cancel()
+            side.cpu_s = {name: w.stop() for name, w in windows.items()}
+            side.per_s = options.size / side.seconds
+            _say(
+                f"rentan: {options.size:,} enrollments active in {side.seconds:.1f} s "
+                f"({side.per_s:.1f}/s)"
+            )
 
-        started = time.perf_counter()
-        watcher = asyncio.create_task(watch_active())
-        ticker = asyncio.create_task(_progress("rentan enrollments active", done, options.size))
-        await _in_villages(
-            lists, options.villages_at_once, lambda item: api.lifecycle(PROGRAM, item)
-        )
-        await wait_for_count(engine, PROGRAM, "active", options.size)
-        side.seconds = time.perf_counter() - started
-        ticker.cancel()
-        watcher.cancel()
-        side.cpu_s = {name: w.stop() for name, w in windows.items()}
-        side.per_s = options.size / side.seconds
-        _say(
-            f"rentan: {options.size:,} enrollments active in {side.seconds:.1f} s ({side.per_s:.1f}/s)"
-        )
+            probe_ids: list[str] = []
+            for item in _probe_lists(lists, options.probes):
+                probe_ids += await api.nominate(PROBE_PROGRAM, item)
+            await asyncio.sleep(2)
+            side.step = await open_loop(
+                lambda i: api.verify_one(probe_ids[i]),
+                count=len(probe_ids),
+                per_second=PROBE_RATE_PER_S,
+            )
+            _say(
+                f"rentan verification at {PROBE_RATE_PER_S:.0f}/s: "
+                f"p50 {side.step.p50_ms:.0f} ms, p99 {side.step.p99_ms:.0f} ms"
+            )
 
-        probe_ids: list[str] = []
-        for item in _probe_lists(lists, options.probes):
-            probe_ids += await api.nominate(PROBE_PROGRAM, item)
-        await asyncio.sleep(2)
-        side.step = await open_loop(
-            lambda i: api.verify_one(probe_ids[i]),
-            count=len(probe_ids),
-            per_second=PROBE_RATE_PER_S,
-        )
-        _say(
-            f"rentan verification at {PROBE_RATE_PER_S:.0f}/s: p50 {side.step.p50_ms:.0f} ms, p99 {side.step.p99_ms:.0f} ms"
-        )
-
-        page = await http.get(
-            "/v1/enrollments",
-            params={"program": PROGRAM, "limit": 500},
-            headers={"Authorization": f"Bearer {role_keys['auditor']}"},
-        )
-        sample = [e["id"] for e in page.json()["items"]]
-        rng = random.Random(7)
-        history = await open_loop(
-            lambda i: api.read_history(rng.choice(sample)),
-            count=options.probes,
-            per_second=PROBE_RATE_PER_S,
-        )
-        _say(
-            f"history reads at {PROBE_RATE_PER_S:.0f}/s: p50 {history.p50_ms:.0f} ms, p95 {history.p95_ms:.0f} ms"
-        )
-        side.peak_rss_mb = {name: peak_rss_mb(pid) for name, pid in pids.items()}
-    engine.dispose()
+            page = await http.get(
+                "/v1/enrollments",
+                params={"program": PROGRAM, "limit": 500},
+                headers={"Authorization": f"Bearer {role_keys['auditor']}"},
+            )
+            sample = [e["id"] for e in page.json()["items"]]
+            rng = random.Random(7)
+            history = await open_loop(
+                lambda i: api.read_history(rng.choice(sample)),
+                count=options.probes,
+                per_second=PROBE_RATE_PER_S,
+            )
+            _say(
+                f"history reads at {PROBE_RATE_PER_S:.0f}/s: "
+                f"p50 {history.p50_ms:.0f} ms, p95 {history.p95_ms:.0f} ms"
+            )
+            side.peak_rss_mb = {name: peak_rss_mb(pid) for name, pid in pids.items()}
+    finally:
+        for task in tasks:
+            task.cancel()
+        engine.dispose()
     return side, history
 
 
@@ -331,7 +355,8 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
             _say(f"stack in {workdir}; floor first, {options.size:,} lifecycles")
             assert temporal.process is not None
             floor_side = await _floor_side(settings, env, lists, options, temporal.process.pid)
-            floor_temporal_rss = peak_rss_mb(temporal.process.pid)
+            # rentan's peak on the server is its own, not the floor's before it.
+            reset_peak_rss(temporal.process.pid)
 
             for name in ("worker", "api"):
                 child = Child(name, rentan_argv(name), env=env, log_path=logs / f"{name}.log")
@@ -350,7 +375,7 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
         finally:
             for child in reversed(list(children.values())):
                 child.stop()
-    return _report(options, floor_side, floor_temporal_rss, ours, history)
+    return _report(options, floor_side, ours, history)
 
 
 async def _ready(url: str) -> bool:
@@ -364,7 +389,6 @@ async def _ready(url: str) -> bool:
 def _report(
     options: BenchOptions,
     floor_side: Side,
-    floor_temporal_rss: float,
     ours: Side,
     history: Latencies,
 ) -> dict[str, Any]:
@@ -396,6 +420,7 @@ def _report(
         "temporal_peak_rss_mb": round(ours.peak_rss_mb["temporal"], 1),
         "api_peak_rss_mb": round(ours.peak_rss_mb["api"], 1),
         "floor_worker_peak_rss_mb": round(floor_side.peak_rss_mb["worker"], 1),
+        "floor_temporal_peak_rss_mb": round(floor_side.peak_rss_mb["temporal"], 1),
         "probe_rate_per_s": PROBE_RATE_PER_S,
         "probes": options.probes,
         "probe_detail": {

@@ -1,0 +1,134 @@
+"""The group-commit writer: many callers' writes per transaction, each caller's fate its own, and
+the audit chain intact whatever a batch holds (run on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from activities import audit
+from activities.audit import AuditEntry, verify_chain
+from models.tables import AuditEvent
+from models.writer import GroupCommitWriter
+
+T0 = dt.datetime(2026, 10, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def entry(n: int) -> AuditEntry:
+    return AuditEntry(
+        event_key=f"enr_writer#{n}",
+        occurred_at=T0 + dt.timedelta(seconds=n),
+        actor="rentan",
+        role="system",
+        action=f"step_{n}",
+        enrollment_id="enr_writer",
+    )
+
+
+def keys(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return list(session.exec(select(AuditEvent.event_key).order_by(col(AuditEvent.id))))
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_concurrent_writes_share_transactions_and_each_caller_gets_its_result(
+    engine: Engine,
+) -> None:
+    writer = GroupCommitWriter(engine)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    first_started = threading.Event()
+    release = threading.Event()
+
+    def write(n: int):  # type: ignore[no-untyped-def]
+        def work(session: Session) -> int:
+            if n == 0:  # hold the first batch open so the others queue up behind it
+                first_started.set()
+                release.wait(5)
+            audit.append(session, entry(n))
+            return n * 10
+
+        return work
+
+    first = asyncio.ensure_future(writer.run(write(0)))
+    assert await asyncio.to_thread(first_started.wait, 5)
+    rest = [asyncio.ensure_future(writer.run(write(n))) for n in range(1, 41)]
+    await asyncio.sleep(0.05)
+    release.set()
+    results = await asyncio.gather(first, *rest)
+
+    assert results == [n * 10 for n in range(41)]
+    # 41 writes, far fewer commits: the 40 queued ones went in one batch of 40.
+    assert len(commits) == 2
+    assert sorted(keys(engine)) == sorted(f"enr_writer#{n}" for n in range(41))
+    with Session(engine) as session:
+        assert verify_chain(session).ok
+
+
+async def test_a_failing_write_fails_alone_and_leaves_the_chain_whole(engine: Engine) -> None:
+    writer = GroupCommitWriter(engine)
+    gate = threading.Event()
+
+    def append(n: int, *, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(session: Session) -> int:
+            if n == 0:
+                gate.wait(5)
+            audit.append(session, entry(n))
+            if fail:  # after its audit row: the savepoint must take that row back
+                raise Refused(f"write {n} refused")
+            return n
+
+        return work
+
+    first = asyncio.ensure_future(writer.run(append(0)))
+    await asyncio.sleep(0.05)
+    batch = [asyncio.ensure_future(writer.run(append(n, fail=n == 3))) for n in range(1, 6)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    outcomes = await asyncio.gather(first, *batch, return_exceptions=True)
+
+    assert outcomes[:3] == [0, 1, 2] and outcomes[4:] == [4, 5]
+    assert isinstance(outcomes[3], Refused)
+    assert keys(engine) == [f"enr_writer#{n}" for n in (0, 1, 2, 4, 5)]
+    with Session(engine) as session:
+        check = verify_chain(session)
+    # Row 4 links to row 2, not to the rolled-back row 3: the cached chain head was dropped.
+    assert check.ok and check.checked == 5
+
+
+async def test_a_caller_that_gives_up_does_not_stop_the_writer(engine: Engine) -> None:
+    """A local activity can be cancelled (timeout, shutdown) while its write is queued; the
+    write may still commit, and every later write still goes through."""
+    writer = GroupCommitWriter(engine)
+    gate = threading.Event()
+
+    def append(n: int):  # type: ignore[no-untyped-def]
+        def work(session: Session) -> int:
+            if n == 0:
+                gate.wait(5)
+            audit.append(session, entry(n))
+            return n
+
+        return work
+
+    first = asyncio.ensure_future(writer.run(append(0)))
+    await asyncio.sleep(0.05)
+    abandoned = asyncio.ensure_future(writer.run(append(1)))
+    await asyncio.sleep(0.05)
+    abandoned.cancel()
+    gate.set()
+    assert await first == 0
+    later = await asyncio.wait_for(
+        asyncio.gather(*(writer.run(append(n)) for n in range(2, 6))), timeout=10
+    )
+    assert later == [2, 3, 4, 5]
+    with Session(engine) as session:
+        assert verify_chain(session).ok
