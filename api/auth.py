@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SessionDep
+from api.deps import SessionDep, end_read
 from rentan.keys import Principal, Role, authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `rentan keys create`.")
@@ -31,6 +31,7 @@ def current_principal(
     principal = authenticate(session, credentials.credentials)
     if principal is None:
         raise HTTPException(401, "unknown or revoked API key", _CHALLENGE)
+    end_read(session)  # the route may wait long on Temporal: hold no snapshot meanwhile
     # For the one-line-per-request log (the middleware reads request.state).
     request.state.actor = principal.name
     request.state.role = principal.role.value

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlmodel import col, select
 
 from api.auth import require
-from api.deps import SessionDep, StateDep
+from api.deps import SessionDep, StateDep, end_read
 from api.errors import Conflict
 from api.routes.programs import load_program
 from api.schemas import (
@@ -60,6 +60,7 @@ async def verify_batch(
     """Verify or reject listed enrollments, or a village's nominated ones; a result per id."""
     load_program(session, code)
     ids = _selected(session, code, body, [State.NOMINATED.value])
+    end_read(session)
     step = Verification(actor=actor_of(principal), approve=body.approve, reason=body.reason)
     outcomes = await send_many(
         await state.temporal(), state.engine, ids, EnrollmentWorkflow.verify, step
@@ -79,6 +80,7 @@ async def approve_budget_batch(
     """Commit the premium of every selected verified enrollment, all or nothing."""
     load_program(session, code)
     ids = _selected(session, code, body, [State.VERIFIED.value, State.RENEWAL_PENDING.value])
+    end_read(session)
     if not ids:
         raise Conflict(f"no enrollment of village {body.village_code} awaits budget in {code}")
     try:

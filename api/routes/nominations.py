@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from api.auth import CurrentPrincipal, require
-from api.deps import SessionDep, StateDep
+from api.deps import SessionDep, StateDep, end_read
 from api.errors import Conflict, Invalid
 from api.routes.programs import load_program
 from api.schemas import (
@@ -83,6 +83,7 @@ async def submit_nominations(
 ) -> NominationOut:
     """A village's list: valid rows are accepted (workflows started) even if others fail."""
     program = load_program(session, code)
+    end_read(session)  # the upload and the list's workflows take a while
     warnings: list[str] = []
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
