@@ -131,7 +131,10 @@ async def test_record_histories(
         assert view.state == "renewal_pending"
         with Session(engine) as session:
             next_id = session.exec(
-                select(Enrollment.id).where(Enrollment.program_code == successor.code)
+                # The renewed one's reservation: the lapsing enrollment holds one too.
+                select(Enrollment.id).where(
+                    Enrollment.program_code == successor.code, Enrollment.workflow_id == renewed
+                )
             ).first()
         assert next_id is not None
         await approve_budget(
