@@ -27,7 +27,7 @@ def end_read(session: Session) -> None:
 
     The request's session lives until the response is sent. Left open across a wait (a batch
     of 100 Updates, a list upload), its read transaction pinned an old snapshot: SQLite could
-    not checkpoint its WAL past it (the file grew by gigabytes in the full bench) and PostgreSQL
+    not checkpoint its WAL past it (382 MB and growing in the full bench) and PostgreSQL
     keeps old row versions for it. A later use of the session starts a fresh transaction."""
     session.close()
 
