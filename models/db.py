@@ -71,11 +71,12 @@ def _writer_gate(engine: Engine) -> AbstractContextManager[object]:
     """On SQLite, one write transaction per process at a time.
 
     SQLite has one writer; a thread that finds the file locked backs off in sleeps of up to
-    100 ms (its busy handler), however soon the lock frees. With 32 activity threads all
-    writing, that turned most of the worker's time into sleeping (the bench's profile: 37% of
-    samples inside BEGIN IMMEDIATE). Threads queue on a Python lock instead and take the file's
-    lock the moment it is free; only other processes (the API) still contend for the file.
-    PostgreSQL runs writers concurrently: no gate there.
+    100 ms (its busy handler), however soon the lock frees (the bench's first profile: 37% of
+    the worker's samples inside BEGIN IMMEDIATE). The worker now writes from one thread
+    (models/writer.py); the API's threads (budget commits, refusal audits) still write
+    concurrently, and queue here on a Python lock instead, taking the file's lock the moment it
+    is free. Only other processes still contend for the file. PostgreSQL runs writers
+    concurrently: no gate there.
     """
     if engine.dialect.name != "sqlite":
         return nullcontext()

@@ -187,7 +187,7 @@ async def run_stack(
 
         ready_url = f"http://{settings.api_host}:{settings.api_port}/readyz"
         await wait_until(
-            lambda: _answers_200(ready_url), what="the API", timeout_s=90, children=children
+            lambda: answers_200(ready_url), what="the API", timeout_s=90, children=children
         )
         log.info(
             "rentan is up",
@@ -239,7 +239,7 @@ async def temporal_ready(settings: Settings) -> bool:
     return True
 
 
-async def _answers_200(url: str) -> bool:
+async def answers_200(url: str) -> bool:
     with contextlib.suppress(httpx.HTTPError):
         async with httpx.AsyncClient(timeout=2.0) as client:
             return (await client.get(url)).status_code == 200

@@ -49,7 +49,14 @@ from rentan.bench.ours import (
 from rentan.demo import period_for
 from rentan.keys import ensure_dev_keys
 from rentan.settings import Settings
-from rentan.stack import Child, rentan_argv, temporal_dev_server_argv, temporal_ready, wait_until
+from rentan.stack import (
+    Child,
+    answers_200,
+    rentan_argv,
+    temporal_dev_server_argv,
+    temporal_ready,
+    wait_until,
+)
 from rentan.temporal import connect
 
 PROGRAM = "BENCH"
@@ -364,7 +371,7 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
                 children[name] = child
             api_url = f"http://127.0.0.1:{settings.api_port}/readyz"
             await wait_until(
-                lambda: _ready(api_url),
+                lambda: answers_200(api_url),
                 what="the API",
                 timeout_s=90,
                 children=list(children.values()),
@@ -376,14 +383,6 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
             for child in reversed(list(children.values())):
                 child.stop()
     return _report(options, floor_side, ours, history)
-
-
-async def _ready(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            return (await client.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _report(
