@@ -11,20 +11,22 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event as orm_events
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
-from models.tables import AuditEvent
+from models.tables import AuditEvent, table
 
 GENESIS = "0" * 64
 # Arbitrary constant naming the audit chain's PostgreSQL advisory lock.
 _AUDIT_LOCK = 0x52454E54
 _HEAD = "audit_chain_head"
+_LOG = table(AuditEvent)
 
 
 @dataclass(frozen=True)
@@ -49,23 +51,31 @@ def _canonical_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def row_hash(prev_hash: str, event: AuditEvent) -> str:
-    content = {
-        "event_key": event.event_key,
-        "occurred_at": _canonical_time(event.occurred_at),
-        "actor": event.actor,
-        "role": event.role,
-        "action": event.action,
-        "enrollment_id": event.enrollment_id,
-        "workflow_id": event.workflow_id,
-        "run_id": event.run_id,
-        "state_before": event.state_before,
-        "state_after": event.state_after,
-        "reason": event.reason,
-        "detail": event.detail,
-    }
+_HASHED = (
+    "event_key",
+    "occurred_at",
+    "actor",
+    "role",
+    "action",
+    "enrollment_id",
+    "workflow_id",
+    "run_id",
+    "state_before",
+    "state_after",
+    "reason",
+    "detail",
+)
+
+
+def _hash(prev_hash: str, values: Mapping[str, Any]) -> str:
+    content = {name: values[name] for name in _HASHED}
+    content["occurred_at"] = _canonical_time(values["occurred_at"])
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def row_hash(prev_hash: str, event: AuditEvent) -> str:
+    return _hash(prev_hash, {name: getattr(event, name) for name in _HASHED})
 
 
 @orm_events.listens_for(OrmSession, "after_transaction_end")
@@ -85,43 +95,48 @@ def _forget_head_on_rollback(session: OrmSession, *_: Any) -> None:
 def lock_chain(session: Session) -> None:
     """Serialize appends for the rest of this transaction."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+        session.connection().execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK}
+        )
 
 
-def append(session: Session, entry: AuditEntry) -> AuditEvent | None:
-    """Append ``entry`` unless its event_key is already in the log; caller commits."""
-    if session.exec(select(AuditEvent.id).where(AuditEvent.event_key == entry.event_key)).first():
+def append(session: Session, entry: AuditEntry) -> int | None:
+    """Append ``entry`` unless its event_key is already in the log; its row id. Caller commits.
+
+    Plain SQL statements, not ORM objects: every step of every enrollment appends here, and the
+    ORM's unit of work was most of the projection's cost in the bench's profile (BENCHMARKS.md).
+    """
+    session.flush()  # rows the caller added as objects are in the database before ours
+    sql = session.connection()
+    if sql.execute(select(_LOG.c.id).where(_LOG.c.event_key == entry.event_key)).first():
         return None
     prev = session.info.get(_HEAD)
     if prev is None:  # the transaction's first append: lock the chain and read its head
         lock_chain(session)
-        last = session.exec(
-            select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)
-        ).first()
-        prev = last if last is not None else GENESIS
-    event = AuditEvent(
-        event_key=entry.event_key,
-        occurred_at=entry.occurred_at.astimezone(dt.UTC),
-        actor=entry.actor,
-        role=entry.role,
-        action=entry.action,
-        enrollment_id=entry.enrollment_id,
-        workflow_id=entry.workflow_id,
-        run_id=entry.run_id,
-        state_before=entry.state_before,
-        state_after=entry.state_after,
-        reason=entry.reason[:1000],
-        detail=json.dumps(entry.detail or {}, sort_keys=True, separators=(",", ":")),
-        prev_hash=prev,
-        hash="",
-    )
-    event.hash = row_hash(prev, event)
-    session.add(event)
-    session.flush()
+        last = sql.execute(select(_LOG.c.hash).order_by(_LOG.c.id.desc()).limit(1)).first()
+        prev = last[0] if last is not None else GENESIS
+    values: dict[str, Any] = {
+        "event_key": entry.event_key,
+        "occurred_at": entry.occurred_at.astimezone(dt.UTC),
+        "actor": entry.actor,
+        "role": entry.role,
+        "action": entry.action,
+        "enrollment_id": entry.enrollment_id,
+        "workflow_id": entry.workflow_id,
+        "run_id": entry.run_id,
+        "state_before": entry.state_before,
+        "state_after": entry.state_after,
+        "reason": entry.reason[:1000],
+        "detail": json.dumps(entry.detail or {}, sort_keys=True, separators=(",", ":")),
+        "prev_hash": prev,
+    }
+    values["hash"] = _hash(prev, values)
+    result = sql.execute(insert(_LOG).values(values))
     # The chain is locked until the transaction ends, so its head stays ours: the next append in
     # this transaction (the group-commit writer batches many) links to it without a query.
-    session.info[_HEAD] = event.hash
-    return event
+    session.info[_HEAD] = values["hash"]
+    row_id: int = result.inserted_primary_key[0]  # type: ignore[index]
+    return row_id
 
 
 @dataclass(frozen=True)

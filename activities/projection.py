@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy.engine import Engine
+from sqlalchemy import insert, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, select
 from temporalio import activity
@@ -21,11 +22,12 @@ from activities import audit, budget
 from domain.nik import mask
 from domain.premium import period_premium
 from domain.states import State
-from models.tables import Decision, Enrollment, Person, Program
+from models.tables import Decision, Enrollment, Person, Program, table
 from models.writer import GroupCommitWriter
 from workflows.messages import (
     BudgetRecommit,
     BudgetRelease,
+    EnrollmentChanges,
     NominationOutcome,
     NominationRecord,
     ProgramTerms,
@@ -33,6 +35,10 @@ from workflows.messages import (
     RenewalTerms,
     Transition,
 )
+
+_ENROLLMENTS = table(Enrollment)
+_DECISIONS = table(Decision)
+_PEOPLE = table(Person)
 
 
 def enrollment_id_for(person_key: str, program_code: str) -> str:
@@ -78,10 +84,10 @@ class ProjectionActivities:
                     existing_village_code=existing.village_code,
                     existing_state=existing.state,
                 )
-            _upsert_person(session, record)
-            session.flush()  # no ORM relationships: the person must exist before the row
-            session.add(
-                Enrollment(
+            sql = session.connection()
+            _upsert_person(sql, record)
+            sql.execute(
+                insert(_ENROLLMENTS).values(
                     id=inp.enrollment_id,
                     program_code=inp.program.code,
                     person_key=inp.person_key,
@@ -100,7 +106,6 @@ class ProjectionActivities:
                     updated_at=record.occurred_at,
                 )
             )
-            session.flush()
             audit.append(
                 session,
                 audit.AuditEntry(
@@ -244,22 +249,36 @@ class ProjectionActivities:
 
 
 def _apply_transition(session: Session, step: Transition) -> None:
-    row = session.get(Enrollment, step.enrollment_id, with_for_update=True)
-    if row is None:
-        raise ApplicationError(f"enrollment {step.enrollment_id} is not projected yet")
-    if row.seq < step.seq:
-        row.seq = step.seq
-        row.state = step.state_after
-        row.updated_at = step.occurred_at
-        _apply_changes(session, row, step)
-        session.add(row)
+    # Statements, not ORM objects: these run for every step of every enrollment (BENCHMARKS.md).
+    sql = session.connection()
+    applied = sql.execute(
+        update(_ENROLLMENTS)
+        .where(_ENROLLMENTS.c.id == step.enrollment_id, _ENROLLMENTS.c.seq < step.seq)
+        .values(
+            seq=step.seq,
+            state=step.state_after,
+            updated_at=step.occurred_at,
+            **_changed_columns(step.changes),
+        )
+    )
+    if applied.rowcount == 0:  # already applied (a retry), or the row is not there at all
+        if (
+            sql.execute(
+                select(_ENROLLMENTS.c.id).where(_ENROLLMENTS.c.id == step.enrollment_id)
+            ).first()
+            is None
+        ):
+            raise ApplicationError(f"enrollment {step.enrollment_id} is not projected yet")
+    else:
+        _apply_person_changes(sql, step)
     event_key = f"{step.enrollment_id}#{step.seq}"
     if (
         step.human
-        and session.exec(select(Decision.id).where(Decision.event_key == event_key)).first() is None
+        and sql.execute(select(_DECISIONS.c.id).where(_DECISIONS.c.event_key == event_key)).first()
+        is None
     ):
-        session.add(
-            Decision(
+        sql.execute(
+            insert(_DECISIONS).values(
                 event_key=event_key,
                 enrollment_id=step.enrollment_id,
                 action=step.action,
@@ -298,36 +317,51 @@ def _holder(session: Session, program_code: str, person_key: str) -> Enrollment 
     ).first()
 
 
-def _upsert_person(session: Session, record: NominationRecord) -> None:
+def _upsert_person(sql: Connection, record: NominationRecord) -> None:
     inp = record.input
-    person = session.get(Person, inp.person_key)
-    if person is None:
-        person = Person(
-            person_key=inp.person_key,
-            nik_masked=mask(inp.person.nik),
-            full_name=inp.person.full_name,
-            birth_date=inp.person.birth_date,
-            gender=inp.person.gender,
-            phone=inp.person.phone,
+    known = sql.execute(
+        select(_PEOPLE.c.phone).where(_PEOPLE.c.person_key == inp.person_key)
+    ).first()
+    if known is None:
+        sql.execute(
+            insert(_PEOPLE).values(
+                person_key=inp.person_key,
+                nik_masked=mask(inp.person.nik),
+                full_name=inp.person.full_name,
+                birth_date=inp.person.birth_date,
+                gender=inp.person.gender,
+                phone=inp.person.phone,
+            )
         )
     else:
-        person.full_name = inp.person.full_name
-        person.phone = inp.person.phone or person.phone
-    session.add(person)
+        sql.execute(
+            update(_PEOPLE)
+            .where(_PEOPLE.c.person_key == inp.person_key)
+            .values(full_name=inp.person.full_name, phone=inp.person.phone or known.phone)
+        )
 
 
-def _apply_changes(session: Session, row: Enrollment, step: Transition) -> None:
+def _changed_columns(changes: EnrollmentChanges | None) -> dict[str, object]:
+    if changes is None:
+        return {}
+    names = ("kpj_number", "coverage_start", "coverage_end", "funding_source", "full_name")
+    return {name: getattr(changes, name) for name in names if getattr(changes, name) is not None}
+
+
+def _apply_person_changes(sql: Connection, step: Transition) -> None:
+    """Corrections a resubmission carries reach the person too."""
     changes = step.changes
     if changes is None:
         return
-    for name in ("kpj_number", "coverage_start", "coverage_end", "funding_source", "full_name"):
-        value = getattr(changes, name)
-        if value is not None:
-            setattr(row, name, value)
-    if changes.full_name or changes.birth_date or changes.gender:
-        person = session.get(Person, row.person_key)
-        if person is not None:
-            person.full_name = changes.full_name or person.full_name
-            person.birth_date = changes.birth_date or person.birth_date
-            person.gender = changes.gender or person.gender
-            session.add(person)
+    corrected = {
+        name: getattr(changes, name)
+        for name in ("full_name", "birth_date", "gender")
+        if getattr(changes, name)
+    }
+    if corrected:
+        person_key = (
+            select(_ENROLLMENTS.c.person_key)
+            .where(_ENROLLMENTS.c.id == step.enrollment_id)
+            .scalar_subquery()
+        )
+        sql.execute(update(_PEOPLE).where(_PEOPLE.c.person_key == person_key).values(corrected))

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table of ``model``, for the hot paths that write with plain statements."""
+    return SQLModel.metadata.tables[str(model.__tablename__)]
 
 
 def utcnow() -> dt.datetime:

@@ -134,6 +134,7 @@ async def nominate(
                         worker.declared_income_idr, program.period_start, program.period_end
                     ),
                     nominated_by=actor,
+                    lean_steps=True,
                 ),
             )
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import ClassVar
 
 import temporalio.converter
 from pydantic import TypeAdapter
@@ -32,16 +33,33 @@ class _SharedAdapterJSONConverter(PydanticJSONPlainPayloadConverter):
 
 
 class PayloadConverter(CompositePayloadConverter):
-    """The SDK's pydantic payload converter, with the process-wide adapter cache."""
+    """The SDK's pydantic payload converter, with the process-wide adapter cache.
+
+    One instance per process: it holds no state, and the SDK builds a data converter (and with it
+    a payload converter) twice per workflow activation, once to decode and once to encode. Built
+    anew each time, the converters and their caches took ~5% of the worker's busy time in the
+    bench's profile (BENCHMARKS.md).
+    """
+
+    _shared: ClassVar[PayloadConverter | None] = None
+
+    def __new__(cls) -> PayloadConverter:
+        shared = cls._shared
+        if shared is None:
+            shared = super().__new__(cls)
+            json_converter = _SharedAdapterJSONConverter()
+            CompositePayloadConverter.__init__(
+                shared,
+                *(
+                    json_converter if isinstance(c, JSONPlainPayloadConverter) else c
+                    for c in DefaultPayloadConverter.default_encoding_payload_converters
+                ),
+            )
+            cls._shared = shared
+        return shared
 
     def __init__(self) -> None:
-        json_converter = _SharedAdapterJSONConverter()
-        super().__init__(
-            *(
-                json_converter if isinstance(c, JSONPlainPayloadConverter) else c
-                for c in DefaultPayloadConverter.default_encoding_payload_converters
-            )
-        )
+        """Built once, in ``__new__``."""
 
 
 def data_converter(settings: Settings) -> temporalio.converter.DataConverter:

@@ -66,9 +66,9 @@ BPJS_RETRY = RetryPolicy(
 # The adapter gives up after 10 s; a worker that died mid-call is noticed 15 s in, not 30.
 BPJS_TIMEOUT = timedelta(seconds=15)
 NOMINATION_GRACE = timedelta(hours=1)
-# Patch id. Runs started from here on: the state is no longer upserted as a search attribute,
-# and budget approval records the start of the registration with it. Recorded runs replay the
-# old way.
+# Patch id. Runs started from its introduction on: the state is no longer upserted as a search
+# attribute, and budget approval records the start of the registration with it. Recorded runs
+# replay the old way. Runs started now carry ``EnrollmentInput.lean_steps`` instead.
 LEAN_STEPS = "lean-steps"
 
 
@@ -323,6 +323,7 @@ class EnrollmentWorkflow:
                     declared_income_idr=self.inp.declared_income_idr,
                     premium_idr=self.next_budget.amount_idr,
                     nominated_by=self.inp.nominated_by,
+                    lean_steps=True,
                     renewal=Renewal(
                         previous_enrollment_id=self.inp.enrollment_id,
                         kpj_number=self.kpj or "",
@@ -460,11 +461,7 @@ class EnrollmentWorkflow:
                 step.actor,
                 step.reason,
                 changes=EnrollmentChanges(funding_source=step.funding_source),
-                then=(
-                    (State.REGISTERING, "registration_started")
-                    if workflow.patched(LEAN_STEPS)
-                    else None
-                ),
+                then=((State.REGISTERING, "registration_started") if self._lean_steps() else None),
             )
             return self._result()
 
@@ -643,6 +640,10 @@ class EnrollmentWorkflow:
 
     # --- helpers ----------------------------------------------------------------------------
 
+    def _lean_steps(self) -> bool:
+        # Short-circuits: a run started with the flag never asks the patch (no marker, no upsert).
+        return self.inp.lean_steps or workflow.patched(LEAN_STEPS)
+
     def _state_name(self) -> str:
         return self.state.value if self.state else "not nominated"
 
@@ -698,7 +699,7 @@ class EnrollmentWorkflow:
         # quarter of its CPU per enrollment in the bench (BENCHMARKS.md); the projection answers
         # "which are verified" (GET /v1/enrollments?state=). Runs recorded before keep their
         # upserts on replay.
-        if not workflow.patched(LEAN_STEPS):
+        if not self._lean_steps():
             workflow.upsert_search_attributes([sa.LEGACY_STATE.value_set(target.value)])
 
     async def _note(

@@ -68,6 +68,11 @@ class EnrollmentInput:
     premium_idr: int
     nominated_by: Actor
     renewal: Renewal | None = None
+    # Set on every run started by this code: it records its steps the lean way without asking
+    # the "lean-steps" patch, whose marker and TemporalChangeVersion upsert cost the server an
+    # event and a visibility write per enrollment. Runs started before carry no such field (False
+    # on decoding) and ask the patch, so they replay as they ran.
+    lean_steps: bool = False
 
 
 # --- Update arguments ---------------------------------------------------------------------

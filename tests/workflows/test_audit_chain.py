@@ -34,7 +34,7 @@ def append_entries(engine: Engine, count: int = 5) -> list[int]:
     ids = []
     for n in range(count):
         with session_scope(engine) as session:
-            event = audit.append(
+            event_id = audit.append(
                 session,
                 AuditEntry(
                     event_key=f"enr_audit#{n + 1}",
@@ -51,8 +51,8 @@ def append_entries(engine: Engine, count: int = 5) -> list[int]:
                     detail={"n": str(n + 1)},
                 ),
             )
-            assert event is not None and event.id is not None
-            ids.append(event.id)
+            assert event_id is not None
+            ids.append(event_id)
     return ids
 
 
