@@ -94,12 +94,13 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    projection = ProjectionActivities(engine)
     with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS, thread_name_prefix="rentan-db") as executor:
         worker = build_worker(
             client,
             settings,
-            projection=ProjectionActivities(engine),
-            bpjs=BpjsActivities(adapter),
+            projection=projection,
+            bpjs=BpjsActivities(adapter, record=projection.record),
             executor=executor,
         )
         async with worker:

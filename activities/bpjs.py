@@ -14,7 +14,9 @@ speaks HTTP to BPJS (here: ``rentan bpjs-sim``). Errors map to what retrying can
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -24,9 +26,11 @@ from temporalio.exceptions import ApplicationError
 
 from workflows.messages import (
     CoverageEnd,
+    EnrollmentChanges,
     ExtensionRequest,
     RegistrationRequest,
     RegistrationResult,
+    Transition,
 )
 
 
@@ -172,18 +176,43 @@ def _to_application_error(exc: BpjsError) -> ApplicationError:
     return ApplicationError(str(exc), type="BpjsTransient", next_retry_delay=delay)
 
 
-class BpjsActivities:
-    """Activities around the adapter; registered on the worker as bound methods."""
+RecordTransitions = Callable[[list[Transition]], Awaitable[None]]
 
-    def __init__(self, adapter: BpjsAdapter) -> None:
+
+class BpjsActivities:
+    """Activities around the adapter; registered on the worker as bound methods.
+
+    ``record`` writes transitions to the projection (``ProjectionActivities.record``): a
+    registration that carries its activation records it once BPJS has answered.
+    """
+
+    def __init__(self, adapter: BpjsAdapter, *, record: RecordTransitions) -> None:
         self.adapter = adapter
+        self.record = record
 
     @activity.defn(name="register_participant")
     async def register_participant(self, request: RegistrationRequest) -> RegistrationResult:
         try:
-            return await self.adapter.register(request)
+            result = await self.adapter.register(request)
         except BpjsError as exc:
             raise _to_application_error(exc) from None
+        if request.activation is not None:
+            # A retry after a failed write registers again under the same idempotency key (BPJS
+            # answers with the same KPJ) and writes again (the seq makes that a no-op).
+            await self.record(
+                [
+                    dataclasses.replace(
+                        request.activation,
+                        occurred_at=dt.datetime.now(dt.UTC),
+                        changes=EnrollmentChanges(
+                            kpj_number=result.kpj_number,
+                            coverage_start=result.coverage_start,
+                            coverage_end=result.coverage_end,
+                        ),
+                    )
+                ]
+            )
+        return result
 
     @activity.defn(name="extend_participant")
     async def extend_participant(self, request: ExtensionRequest) -> RegistrationResult:

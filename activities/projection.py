@@ -143,6 +143,10 @@ class ProjectionActivities:
     @activity.defn(name="record_transition")
     async def record_transitions(self, steps: list[Transition]) -> None:
         """Apply transitions in order to the projection, each with its decision and audit entry."""
+        await self.record(steps)
+
+    async def record(self, steps: list[Transition]) -> None:
+        """``record_transitions`` for callers that are not local activities (the registration)."""
 
         def write(session: Session) -> None:
             for step in steps:

@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.bpjs import BpjsActivities, BpjsAdapter, HttpBpjsAdapter
+from activities.bpjs import BpjsActivities, BpjsAdapter, HttpBpjsAdapter, RecordTransitions
 from activities.projection import ProjectionActivities
 from bpjs_sim.app import SimConfig, Simulator, create_app
 from domain.nomination import WorkerRow
@@ -71,14 +71,17 @@ async def running_worker(
     sim: Sim,
     *,
     adapter: BpjsAdapter | None = None,
+    record: RecordTransitions | None = None,
 ) -> AsyncIterator[None]:
-    """A worker on the test's task queue; ``adapter`` replaces the sim's (e.g. to wrap it)."""
+    """A worker on the test's task queue; ``adapter`` replaces the sim's (e.g. to wrap it), and
+    ``record`` the projection writer the registration activity records the activation with."""
+    projection = ProjectionActivities(engine)
     with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
         worker = build_worker(
             client,
             settings,
-            projection=ProjectionActivities(engine),
-            bpjs=BpjsActivities(adapter or sim.adapter),
+            projection=projection,
+            bpjs=BpjsActivities(adapter or sim.adapter, record=record or projection.record),
             executor=executor,
             # Tests run workflows in the sandbox: it fails a test on a non-deterministic call.
             sandboxed=True,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -166,6 +166,18 @@ class EnrollmentWorkflow:
             await self._move(State.REGISTERING, "registration_started", SYSTEM)
         self.registration_attempt += 1
         terms = self.inp.program
+        # Lean runs record the activation in the registration activity itself: one local
+        # activity (and one workflow activation) fewer per enrollment. Its seq is taken only if
+        # the registration succeeds.
+        activation = (
+            self._transition(
+                _Step("activated", SYSTEM, "", State.REGISTERING, State.ACTIVE),
+                seq=self.seq + 1,
+                occurred_at=workflow.now(),
+            )
+            if self.inp.lean_steps
+            else None
+        )
         request = RegistrationRequest(
             # Same key on every retry and replay: BPJS registers the person at most once.
             idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:{self.registration_attempt}",
@@ -177,17 +189,21 @@ class EnrollmentWorkflow:
             village_code=self.inp.village_code,
             period_start=terms.period_start,
             period_end=terms.period_end,
+            activation=activation,
         )
         # The step that led here may still be writing its record (budget approval records the
         # start of registration with it): BPJS is called once the projection shows it.
         await workflow.wait_condition(lambda: not self.record_lock.locked())
         try:
-            result: RegistrationResult = await workflow.execute_activity_method(
-                BpjsActivities.register_participant,
-                request,
-                start_to_close_timeout=BPJS_TIMEOUT,
-                retry_policy=BPJS_RETRY,
-            )
+            # Held while the activity may record: any other record waits and takes a later seq.
+            # (Runs started before lean_steps never held it here, and replay as they ran.)
+            async with self.record_lock if activation is not None else nullcontext():
+                result: RegistrationResult = await workflow.execute_activity_method(
+                    BpjsActivities.register_participant,
+                    request,
+                    start_to_close_timeout=BPJS_TIMEOUT,
+                    retry_policy=BPJS_RETRY,
+                )
         except ActivityError as err:
             cause = err.cause
             kind = cause.type if isinstance(cause, ApplicationError) else None
@@ -209,6 +225,10 @@ class EnrollmentWorkflow:
             return
         self.kpj = result.kpj_number
         self.coverage = (result.coverage_start, result.coverage_end)
+        if activation is not None:  # recorded by the activity
+            self.seq = activation.seq
+            self.state = State.ACTIVE
+            return
         await self._move(
             State.ACTIVE,
             "activated",
@@ -714,30 +734,31 @@ class EnrollmentWorkflow:
         current = self.state or State.NOMINATED
         await self._record([_Step(action, actor, reason, current, current, detail=detail)])
 
+    def _transition(self, step: _Step, *, seq: int, occurred_at: dt.datetime) -> Transition:
+        info = workflow.info()
+        return Transition(
+            enrollment_id=self.inp.enrollment_id,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            seq=seq,
+            action=step.action,
+            actor=step.actor,
+            state_before=step.before.value,
+            state_after=step.after.value,
+            occurred_at=occurred_at,
+            reason=step.reason,
+            human=step.actor.role != SYSTEM.role,
+            changes=step.changes,
+            detail=step.detail or {},
+        )
+
     async def _record(self, steps: list[_Step]) -> None:
         occurred_at = workflow.now()
         async with self.record_lock:
-            info = workflow.info()
             transitions = []
             for step in steps:
                 self.seq += 1
-                transitions.append(
-                    Transition(
-                        enrollment_id=self.inp.enrollment_id,
-                        workflow_id=info.workflow_id,
-                        run_id=info.run_id,
-                        seq=self.seq,
-                        action=step.action,
-                        actor=step.actor,
-                        state_before=step.before.value,
-                        state_after=step.after.value,
-                        occurred_at=occurred_at,
-                        reason=step.reason,
-                        human=step.actor.role != SYSTEM.role,
-                        changes=step.changes,
-                        detail=step.detail or {},
-                    )
-                )
+                transitions.append(self._transition(step, seq=self.seq, occurred_at=occurred_at))
             await workflow.execute_local_activity_method(
                 ProjectionActivities.record_transitions,
                 transitions,

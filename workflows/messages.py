@@ -223,6 +223,9 @@ class RegistrationRequest:
     village_code: str
     period_start: dt.date
     period_end: dt.date
+    # Lean runs: the activation to record once BPJS has registered the person (the activity
+    # fills in the KPJ, the coverage and the time), in the same activity, not a local one after.
+    activation: Transition | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ A change to ``EnrollmentWorkflow`` that would break running enrollments (a new a
 command order on an existing path) fails here. Histories live in ``histories/``; they were
 encrypted with the test payload key (``tests.conftest.TEST_PAYLOAD_KEY``). ``v1-*`` were recorded
 before the ``lean-steps`` patch (a search-attribute upsert at every step, budget and registration
-recorded apart) and must keep replaying; the others after it.
+recorded apart), ``v2-*`` under that patch (its marker and a TemporalChangeVersion upsert), the
+others with ``EnrollmentInput.lean_steps`` (no patch marker; the registration activity records
+the activation). All must keep replaying.
 
 To record them again (only when a change is meant to be incompatible and is versioned with
 ``workflow.patched``), run ``.venv/bin/python -m pytest tests/replay/record_histories.py -k sqlite``
@@ -31,8 +33,9 @@ def recorded() -> list[Path]:
 
 async def test_recorded_histories_replay_on_current_code(tmp_path: Path) -> None:
     files = recorded()
-    assert len(files) >= 14, "the recorded histories are missing"
+    assert len(files) >= 21, "the recorded histories are missing"
     assert sum(p.name.startswith("v1-") for p in files) == 7
+    assert sum(p.name.startswith("v2-") for p in files) == 7
     replayer = Replayer(
         workflows=[EnrollmentWorkflow], data_converter=data_converter(test_settings(tmp_path))
     )

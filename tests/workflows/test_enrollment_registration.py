@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.bpjs import BpjsTransient, HttpBpjsAdapter
+from activities.projection import ProjectionActivities
 from bpjs_sim.app import person_ref, preexisting_kpj
 from models.tables import Decision, Person
 from rentan.settings import Settings
@@ -42,6 +43,7 @@ from workflows.messages import (
     RegistrationRequest,
     RegistrationResult,
     Resubmission,
+    Transition,
     Verification,
     Withdrawal,
 )
@@ -355,3 +357,44 @@ async def test_registration_survives_bpjs_outage_and_registers_once(
     assert all(row_of(engine, i).state == "active" for i in ids)
     counts = await sim.counts()
     assert (counts["total"], counts["people"], counts["max_per_person"]) == (3, 3, 1)
+
+
+class FailsFirstWrite:
+    """The projection writer, failing its first write (the database went away mid-call)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.inner = ProjectionActivities(engine).record
+        self.calls = 0
+
+    async def __call__(self, steps: list[Transition]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("projection database unreachable")
+        await self.inner(steps)
+
+
+async def test_activation_write_that_fails_is_retried_and_registers_once(
+    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
+) -> None:
+    """The registration activity records the activation itself: if that write fails after BPJS
+    registered the person, the retry registers under the same key (BPJS answers with the same
+    KPJ) and the activation lands once, with the workflow's seq."""
+    env = time_skipping_env
+    client = env.client
+    program = make_program(engine, start=(await server_today(env)).replace(day=1))
+    sim = make_sim()
+    flaky = FailsFirstWrite(engine)
+    async with running_worker(client, settings, engine, sim, record=flaky):
+        enrollment_id = await enroll(env, settings, engine, program, worker_row(61))
+        view = await wait_for_state(env, enrollment_id, "active")
+
+    assert flaky.calls == 2
+    counts = await sim.counts()
+    assert (counts["total"], counts["max_per_person"]) == (1, 1)
+    row = row_of(engine, enrollment_id)
+    assert (row.state, row.kpj_number, row.seq) == ("active", view.kpj_number, view.seq)
+    assert row.coverage_start == view.coverage_start
+    activated = [e for e in audit_of(engine, enrollment_id) if e.action == "activated"]
+    assert [(e.state_before, e.state_after, e.actor) for e in activated] == [
+        ("registering", "active", "rentan")
+    ]
