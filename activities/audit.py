@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event as orm_events
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
+from models.db import insert_new
 from models.tables import AuditEvent, table
 
 GENESIS = "0" * 64
@@ -108,8 +109,6 @@ def append(session: Session, entry: AuditEntry) -> int | None:
     """
     session.flush()  # rows the caller added as objects are in the database before ours
     sql = session.connection()
-    if sql.execute(select(_LOG.c.id).where(_LOG.c.event_key == entry.event_key)).first():
-        return None
     prev = session.info.get(_HEAD)
     if prev is None:  # the transaction's first append: lock the chain and read its head
         lock_chain(session)
@@ -131,11 +130,15 @@ def append(session: Session, entry: AuditEntry) -> int | None:
         "prev_hash": prev,
     }
     values["hash"] = _hash(prev, values)
-    result = sql.execute(insert(_LOG).values(values))
+    added = sql.execute(
+        insert_new(_LOG, values, key="event_key", dialect=sql.dialect.name).returning(_LOG.c.id)
+    ).first()
+    if added is None:  # already in the log (a retried write): the head stays where it was
+        return None
     # The chain is locked until the transaction ends, so its head stays ours: the next append in
     # this transaction (the group-commit writer batches many) links to it without a query.
     session.info[_HEAD] = values["hash"]
-    row_id: int = result.inserted_primary_key[0]  # type: ignore[index]
+    row_id: int = added[0]
     return row_id
 
 

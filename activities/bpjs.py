@@ -198,12 +198,13 @@ class BpjsActivities:
             raise _to_application_error(exc) from None
         if request.activation is not None:
             # A retry after a failed write registers again under the same idempotency key (BPJS
-            # answers with the same KPJ) and writes again (the seq makes that a no-op).
+            # answers with the same KPJ) and writes again (the seq makes that a no-op). The time
+            # is the server's, as every other step's (workflow time): when this attempt began.
             await self.record(
                 [
                     dataclasses.replace(
                         request.activation,
-                        occurred_at=dt.datetime.now(dt.UTC),
+                        occurred_at=activity.info().current_attempt_scheduled_time,
                         changes=EnrollmentChanges(
                             kpj_number=result.kpj_number,
                             coverage_start=result.coverage_start,

@@ -22,6 +22,7 @@ from activities import audit, budget
 from domain.nik import mask
 from domain.premium import period_premium
 from domain.states import State
+from models.db import insert_new
 from models.tables import Decision, Enrollment, Person, Program, table
 from models.writer import GroupCommitWriter
 from workflows.messages import (
@@ -276,24 +277,19 @@ def _apply_transition(session: Session, step: Transition) -> None:
     else:
         _apply_person_changes(sql, step)
     event_key = f"{step.enrollment_id}#{step.seq}"
-    if (
-        step.human
-        and sql.execute(select(_DECISIONS.c.id).where(_DECISIONS.c.event_key == event_key)).first()
-        is None
-    ):
-        sql.execute(
-            insert(_DECISIONS).values(
-                event_key=event_key,
-                enrollment_id=step.enrollment_id,
-                action=step.action,
-                actor=step.actor.name,
-                role=step.actor.role,
-                reason=step.reason[:1000],
-                state_before=step.state_before,
-                state_after=step.state_after,
-                decided_at=step.occurred_at,
-            )
-        )
+    if step.human:
+        decision = {
+            "event_key": event_key,
+            "enrollment_id": step.enrollment_id,
+            "action": step.action,
+            "actor": step.actor.name,
+            "role": step.actor.role,
+            "reason": step.reason[:1000],
+            "state_before": step.state_before,
+            "state_after": step.state_after,
+            "decided_at": step.occurred_at,
+        }
+        sql.execute(insert_new(_DECISIONS, decision, key="event_key", dialect=sql.dialect.name))
     audit.append(
         session,
         audit.AuditEntry(

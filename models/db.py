@@ -9,7 +9,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Insert, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
@@ -21,6 +22,16 @@ def normalize_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
+
+
+def insert_new(table: Table, values: dict[str, Any], *, key: str, dialect: str) -> Insert:
+    """INSERT ``values`` unless ``table`` holds a row with the same unique ``key`` already.
+
+    One statement instead of a look-up and an insert, for the idempotent writes every step
+    makes (decisions, audit entries); SQLite (3.24+) and PostgreSQL share the syntax.
+    """
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -2,25 +2,31 @@
 
 Every enrollment step is a small write (the row, a decision, an audit entry) from a local
 activity. One transaction each meant 32 threads queueing for SQLite's single writer, and on
-PostgreSQL for the audit chain's lock, with every commit paid alone. Here a caller hands its
-write to ``GroupCommitWriter`` and waits; a writer thread takes everything queued so far, runs
-each write in a savepoint of one transaction and commits once. A write that fails rolls back its
-own savepoint and raises in its caller, leaving the others in the batch; if the commit itself
-fails, each write of the batch is tried again in a transaction of its own, so one bad write
-never sinks another. A caller's answer only comes after the commit: read-your-writes holds.
+PostgreSQL for the audit chain's lock, with every commit paid alone. Here a caller awaits
+``GroupCommitWriter.run(work)``; a writer thread takes everything queued so far, runs the writes
+in one transaction and commits once. A caller's answer only comes after the commit:
+read-your-writes holds.
+
+A batch first runs without savepoints (each costs two statements and the ORM's bookkeeping, per
+write). If any write fails, the transaction is rolled back and the batch runs again with each
+write in a savepoint of its own: a failing write rolls back only itself and raises in its
+caller, the others commit. If the commit itself fails, each write is tried again in a
+transaction of its own, so one bad write never sinks another. Writes must therefore be safe to
+run again after a rollback (they are plain functions of the session).
+
 A caller that gives up (a cancelled local activity) is skipped if its write has not started,
-and otherwise simply not answered; the writer goes on. The thread runs while there is work and
-ends when the queue is empty; nothing to shut down. Callers on an event loop (the projection's
-local activities) await ``run``: no thread of theirs waits on the database.
+and otherwise simply not answered; the writer goes on. Answers reach each event loop in one
+wake-up per batch, not one per write. The thread runs while there is work and ends when the
+queue is empty; nothing to shut down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
@@ -35,15 +41,27 @@ MAX_BATCH = 64
 @dataclass
 class _Job:
     work: Callable[[Session], Any]
-    future: Future[Any] = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future[Any]
 
-    def answer(self, result: Any = None, error: BaseException | None = None) -> None:
-        if self.future.done():  # cancelled by its caller meanwhile
-            return
-        if error is None:
-            self.future.set_result(result)
+
+@dataclass
+class _Outcome:
+    job: _Job
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """On the callers' event loop: answer every caller still waiting."""
+    for outcome in outcomes:
+        waiter = outcome.job.waiter
+        if waiter.done():  # cancelled by its caller meanwhile
+            continue
+        if outcome.error is None:
+            waiter.set_result(outcome.result)
         else:
-            self.future.set_exception(error)
+            waiter.set_exception(outcome.error)
 
 
 class GroupCommitWriter:
@@ -63,19 +81,16 @@ class GroupCommitWriter:
         self._lock = threading.Lock()
         self._running = False
 
-    def submit(self, work: Callable[[Session], T]) -> Future[T]:
-        """Queue ``work(session)``; the future holds its result (or exception) once committed."""
-        job = _Job(work)
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work(session)`` in a committed transaction without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        job = _Job(work, loop, loop.create_future())
         with self._lock:
             self._queue.append(job)
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._drain, name="rentan-writer", daemon=True).start()
-        return job.future
-
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """Run ``work(session)`` in a committed transaction without blocking the event loop."""
-        result: T = await asyncio.wrap_future(self.submit(work))
+        result: T = await job.waiter
         return result
 
     def _drain(self) -> None:
@@ -89,39 +104,55 @@ class GroupCommitWriter:
                     batch = self._queue[: self.max_batch]
                     del self._queue[: self.max_batch]
                 # A job whose caller already gave up is not run at all.
-                batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+                batch = [job for job in batch if not job.waiter.done()]
                 if batch:
-                    self._commit(batch)
+                    self._answer(self._commit(batch))
                 batch = []
         except BaseException as exc:
             # Never leave a caller waiting, and let the next submit start a new thread.
-            for job in batch:
-                job.answer(error=exc)
+            self._answer([_Outcome(job, error=exc) for job in batch])
             with self._lock:
                 self._running = False
             raise
 
-    def _commit(self, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+    def _commit(self, batch: list[_Job]) -> list[_Outcome]:
+        if len(batch) > 1:
+            # A write or the commit failing sends the batch round again, each in a savepoint.
+            with contextlib.suppress(Exception):
+                return self._transaction(batch, savepoints=False)
         try:
-            with session_scope(self.engine) as session:
-                if self.on_begin is not None:
-                    self.on_begin(session)
-                for job in batch:
-                    # Rows another transaction changed since an earlier job read them (a
-                    # savepoint rollback releases its row locks) are read afresh.
-                    session.expire_all()
-                    try:
-                        with session.begin_nested():
-                            outcomes.append((job, job.work(session), None))
-                    except Exception as exc:  # the caller gets it; the batch goes on
-                        outcomes.append((job, None, exc))
+            return self._transaction(batch, savepoints=True)
         except Exception as exc:
             if len(batch) == 1:
-                batch[0].answer(error=exc)
-                return
-            for job in batch:  # the commit failed: each write alone, so only the bad one fails
-                self._commit([job])
-            return
-        for job, result, error in outcomes:
-            job.answer(result, error)
+                return [_Outcome(batch[0], error=exc)]
+        # The commit failed: each write alone, so only the bad one fails.
+        return [outcome for job in batch for outcome in self._commit([job])]
+
+    def _transaction(self, batch: list[_Job], *, savepoints: bool) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        with session_scope(self.engine) as session:
+            if self.on_begin is not None:
+                self.on_begin(session)
+            for job in batch:
+                # Rows another transaction changed since an earlier job read them (a savepoint
+                # rollback releases its row locks) are read afresh.
+                session.expire_all()
+                if not savepoints:
+                    outcomes.append(_Outcome(job, job.work(session)))
+                    continue
+                try:
+                    with session.begin_nested():
+                        outcomes.append(_Outcome(job, job.work(session)))
+                except Exception as exc:  # the caller gets it; the batch goes on
+                    outcomes.append(_Outcome(job, error=exc))
+        return outcomes
+
+    @staticmethod
+    def _answer(outcomes: list[_Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome.job.loop, []).append(outcome)
+        for loop, settled in by_loop.items():
+            # A closed loop (RuntimeError) has nobody waiting on it any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
