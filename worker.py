@@ -9,7 +9,6 @@ Temporal spreads the work between them.
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -57,20 +56,6 @@ def worker_tuning(executor: ThreadPoolExecutor, *, sandboxed: bool = False) -> d
     }
 
 
-def tune_gc() -> None:
-    """Fewer garbage collections in a worker process (this one and the bench's floor worker).
-
-    A workflow task allocates thousands of short-lived objects (protobufs, payloads, SQL
-    parameters); at Python's default threshold (700) the collector ran every few tasks and
-    scanned the whole heap, the workflow cache included, at each full collection (~3% of the
-    worker's busy time in the bench's profile). What is loaded at start-up is moved out of the
-    collector's sight, and young collections run ten times less often.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(7_000, 10, 10)
-
-
 def build_worker(
     client: Client,
     settings: Settings,
@@ -102,7 +87,6 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     log = get_logger("rentan.worker")
-    tune_gc()
     client = await _connect_with_retry(settings)
     engine = make_engine(settings.resolved_database_url)
     adapter = HttpBpjsAdapter(settings.bpjs_base_url)

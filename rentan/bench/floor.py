@@ -36,7 +36,7 @@ def _serve(
     from rentan.logs import configure_logging
     from rentan.settings import get_settings
     from rentan.temporal import connect
-    from worker import ACTIVITY_SLOTS, tune_gc, worker_tuning
+    from worker import ACTIVITY_SLOTS, worker_tuning
 
     settings = get_settings()
     configure_logging(level="WARNING", fmt="json")
@@ -51,7 +51,6 @@ def _serve(
                 finished.value += 1
 
     async def main() -> None:
-        tune_gc()  # as rentan's worker does
         client = await connect(settings)
         with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
             worker = Worker(
