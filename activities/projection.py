@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, select
@@ -22,7 +22,7 @@ from activities import audit, budget
 from domain.nik import mask
 from domain.premium import period_premium
 from domain.states import State
-from models.db import insert_new
+from models.db import insert_new, upsert_into
 from models.tables import Decision, Enrollment, Person, Program, table
 from models.writer import GroupCommitWriter
 from workflows.messages import (
@@ -318,27 +318,25 @@ def _holder(session: Session, program_code: str, person_key: str) -> Enrollment 
 
 
 def _upsert_person(sql: Connection, record: NominationRecord) -> None:
+    """The person as this nomination gives them; a phone left blank keeps the one on file."""
     inp = record.input
-    known = sql.execute(
-        select(_PEOPLE.c.phone).where(_PEOPLE.c.person_key == inp.person_key)
-    ).first()
-    if known is None:
-        sql.execute(
-            insert(_PEOPLE).values(
-                person_key=inp.person_key,
-                nik_masked=mask(inp.person.nik),
-                full_name=inp.person.full_name,
-                birth_date=inp.person.birth_date,
-                gender=inp.person.gender,
-                phone=inp.person.phone,
-            )
+    insert = upsert_into(_PEOPLE, sql.dialect.name).values(
+        person_key=inp.person_key,
+        nik_masked=mask(inp.person.nik),
+        full_name=inp.person.full_name,
+        birth_date=inp.person.birth_date,
+        gender=inp.person.gender,
+        phone=inp.person.phone,
+    )
+    sql.execute(
+        insert.on_conflict_do_update(
+            index_elements=["person_key"],
+            set_={
+                "full_name": insert.excluded.full_name,
+                "phone": func.coalesce(func.nullif(insert.excluded.phone, ""), _PEOPLE.c.phone),
+            },
         )
-    else:
-        sql.execute(
-            update(_PEOPLE)
-            .where(_PEOPLE.c.person_key == inp.person_key)
-            .values(full_name=inp.person.full_name, phone=inp.person.phone or known.phone)
-        )
+    )
 
 
 def _changed_columns(changes: EnrollmentChanges | None) -> dict[str, object]:

@@ -24,14 +24,15 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def insert_new(table: Table, values: dict[str, Any], *, key: str, dialect: str) -> Insert:
-    """INSERT ``values`` unless ``table`` holds a row with the same unique ``key`` already.
+def upsert_into(table: Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that takes ON CONFLICT clauses: one statement instead of a look-up and a write,
+    for the idempotent writes every step makes. SQLite (3.24+) and PostgreSQL share the syntax."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
-    One statement instead of a look-up and an insert, for the idempotent writes every step
-    makes (decisions, audit entries); SQLite (3.24+) and PostgreSQL share the syntax.
-    """
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
+
+def insert_new(table: Table, values: dict[str, Any], *, key: str, dialect: str) -> Insert:
+    """INSERT ``values`` unless ``table`` holds a row with the same unique ``key`` already."""
+    return upsert_into(table, dialect).values(values).on_conflict_do_nothing(index_elements=[key])
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -1,8 +1,9 @@
 """AES-256-GCM payload codec: NIK, names and birth dates never sit in plain text in Temporal.
 
-Every payload the client or a worker sends is encrypted before it leaves the process; the key id
-travels in the payload's metadata so keys can be rotated (old payloads stay readable while their
-key is still configured). Failure messages and stack traces are moved into encoded attributes too
+Every payload the client or a worker sends is encrypted before it leaves the process (but for
+``None``, which carries nothing); the key id travels in the payload's metadata so keys can be
+rotated (old payloads stay readable while their key is still configured). Failure messages and
+stack traces are moved into encoded attributes too
 (``DefaultFailureConverterWithEncodedAttributes``), since an error message may quote a name.
 """
 
@@ -16,6 +17,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
 ENCODING = b"binary/encrypted"
+_NULL = b"binary/null"
 KEY_ID = "encryption-key-id"
 _NONCE = 12
 
@@ -40,6 +42,9 @@ class EncryptionCodec(PayloadCodec):
         return [self.decrypt(p) for p in payloads]
 
     def encrypt(self, payload: Payload) -> Payload:
+        if payload.metadata.get("encoding") == _NULL and not payload.data:
+            # None (what the projection's local activities return) carries nothing to hide.
+            return payload
         nonce = os.urandom(_NONCE)
         sealed = self._ciphers[self._key_id].encrypt(nonce, payload.SerializeToString(), None)
         return Payload(

@@ -110,6 +110,14 @@ class BudgetApproval:
     outcomes: list[StepOutcome]
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """What the ledger transaction committed for one enrollment, and where to tell it."""
+
+    premium_idr: int
+    workflow_id: str
+
+
 def _commit_batch(
     engine: Engine,
     *,
@@ -117,8 +125,8 @@ def _commit_batch(
     funding_source: str,
     enrollment_ids: list[str],
     actor: Actor,
-) -> tuple[dict[str, int], set[str]]:
-    """The all-or-nothing ledger transaction: premiums per enrollment, and which were new."""
+) -> tuple[dict[str, _Claimed], set[str]]:
+    """The all-or-nothing ledger transaction: each enrollment's claim, and which were new."""
     awaiting = (State.VERIFIED.value, State.RENEWAL_PENDING.value)
     with session_scope(engine) as session:
         rows = list(
@@ -158,7 +166,7 @@ def _commit_batch(
             ) from None
         except budget.BudgetError as exc:
             raise StepRefused(str(exc)) from None
-        return {r.id: r.premium_idr for r in rows}, fresh
+        return {r.id: _Claimed(r.premium_idr, r.workflow_id) for r in rows}, fresh
 
 
 async def approve_budget(
@@ -174,7 +182,7 @@ async def approve_budget(
     """Commit the premium of every listed enrollment for the period, all or nothing."""
     # The ledger transaction may wait for the source's row lock: off the event loop, so the
     # API keeps answering meanwhile.
-    premiums, fresh = await asyncio.to_thread(
+    claims, fresh = await asyncio.to_thread(
         _commit_batch,
         engine,
         program_code=program_code,
@@ -184,21 +192,21 @@ async def approve_budget(
     )
     limit = asyncio.Semaphore(STEP_CONCURRENCY)
 
-    async def one(enrollment_id: str, premium: int) -> StepOutcome:
+    async def one(enrollment_id: str, claim: _Claimed) -> StepOutcome:
         async with limit:
             return await _commit_one(
                 client,
                 engine,
                 enrollment_id,
+                claim,
                 program_code,
                 funding_source,
-                premium,
                 actor,
                 reason,
                 release_on_refusal=enrollment_id in fresh,
             )
 
-    outcomes = await asyncio.gather(*(one(i, p) for i, p in premiums.items()))
+    outcomes = await asyncio.gather(*(one(i, c) for i, c in claims.items()))
     with Session(engine) as session:
         source = session.exec(
             select(FundingSource).where(
@@ -217,25 +225,23 @@ async def _commit_one(
     client: Client,
     engine: Engine,
     enrollment_id: str,
+    claim: _Claimed,
     program_code: str,
     funding_source: str,
-    premium: int,
     actor: Actor,
     reason: str,
     *,
     release_on_refusal: bool,
 ) -> StepOutcome:
-    with Session(engine) as session:
-        workflow_id = find_enrollment(session, enrollment_id).workflow_id
     step = BudgetCommitment(
         actor=actor,
         program_code=program_code,
         funding_source=funding_source,
-        amount_idr=premium,
+        amount_idr=claim.premium_idr,
         reason=reason,
     )
     try:
-        result = await send_step(client, workflow_id, EnrollmentWorkflow.approve_budget, step)
+        result = await send_step(client, claim.workflow_id, EnrollmentWorkflow.approve_budget, step)
     except StepRefused as exc:
         # The workflow moved on since the check (withdrawn meanwhile): give its share back.
         if release_on_refusal:

@@ -75,6 +75,14 @@ async def test_encode_hides_plaintext() -> None:
     assert set(encoded.metadata) == {"encoding", KEY_ID}
 
 
+async def test_none_is_left_as_is_and_everything_else_is_sealed(tmp_path: Path) -> None:
+    converter = data_converter(Settings(data_dir=tmp_path))
+    none, empty, zero = await converter.encode([None, "", 0])
+    assert none.metadata["encoding"] == b"binary/null" and none.data == b""
+    assert empty.metadata["encoding"] == zero.metadata["encoding"] == ENCODING
+    assert await converter.decode([none, empty, zero], [type(None), str, int]) == [None, "", 0]
+
+
 async def test_encode_fresh_nonce() -> None:
     codec = EncryptionCodec(key_id="k1", keys={"k1": K1})
     original = _payload(NIK)
