@@ -52,6 +52,9 @@ def worker_tuning(executor: ThreadPoolExecutor, *, sandboxed: bool = False) -> d
         # that then had to replay their whole history at their next step (the bench: ~10% of
         # the worker's CPU). About 110 KB each: ~220 MB at most.
         "max_cached_workflows": WORKFLOW_CACHE,
+        # No external payload storage is configured, yet the SDK's storage pass over every
+        # activation and completion runs as one asyncio task per payload when this is above 1.
+        "max_workflow_task_external_storage_concurrency": 1,
         "graceful_shutdown_timeout": timedelta(seconds=10),
     }
 

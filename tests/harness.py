@@ -16,7 +16,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.bpjs import BpjsActivities, BpjsAdapter, HttpBpjsAdapter, RecordTransitions
+from activities.bpjs import (
+    BpjsActivities,
+    BpjsAdapter,
+    BpjsAnswer,
+    HttpBpjsAdapter,
+    RecordTransitions,
+)
 from activities.projection import ProjectionActivities
 from bpjs_sim.app import SimConfig, Simulator, create_app
 from domain.nomination import WorkerRow
@@ -38,6 +44,24 @@ OTHER_VILLAGE = "16.03.01.2012"  # Pagar Dewa
 KELURAHAN = "16.03.02.1006"  # Tungkal, a kelurahan in Muara Enim district
 
 
+class AsgiBpjsTransport:
+    """The adapter's transport to the simulator app in-process (httpx over ASGI), for tests that
+    run many workflows. Production's aiohttp transport is tested against the simulator on a
+    real port (tests/test_bpjs_sim.py) and in every test that runs the stack's processes."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def post(self, path: str, body: dict[str, object]) -> BpjsAnswer:
+        response = await self._client.post(path, json=body)
+        return BpjsAnswer(
+            response.status_code, response.headers.get("retry-after"), response.content
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 @dataclass
 class Sim:
     """The BPJS simulator app in-process, reached through the real HTTP adapter (ASGI)."""
@@ -56,9 +80,13 @@ class Sim:
 def make_sim(config: SimConfig | None = None) -> Sim:
     config = config or SimConfig()
     app = create_app(config)
-    adapter = HttpBpjsAdapter("http://bpjs-sim")
     transport = httpx.ASGITransport(app=app)
-    adapter._client = httpx.AsyncClient(transport=transport, base_url="http://bpjs-sim")
+    adapter = HttpBpjsAdapter(
+        "http://bpjs-sim",
+        transport=AsgiBpjsTransport(
+            httpx.AsyncClient(transport=transport, base_url="http://bpjs-sim")
+        ),
+    )
     client = httpx.AsyncClient(transport=transport, base_url="http://bpjs-sim")
     return Sim(config=config, adapter=adapter, client=client, simulator=app.state.sim)
 

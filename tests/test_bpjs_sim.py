@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from activities.bpjs import (
+    AiohttpTransport,
     AlreadyRegistered,
     BpjsTransient,
     HttpBpjsAdapter,
@@ -407,15 +410,35 @@ def test_default_config_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
 
 
 @asynccontextmanager
-async def adapter(config: SimConfig | None = None) -> AsyncIterator[HttpBpjsAdapter]:
-    bpjs = HttpBpjsAdapter("http://sim")
-    await bpjs.aclose()
-    app = create_app(config or SimConfig())
-    bpjs._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim")
+async def served(app: Any) -> AsyncIterator[str]:
+    """The app behind uvicorn on a free port of 127.0.0.1, in this event loop: its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        yield bpjs
+        while not server.started:
+            assert not task.done(), "the simulator did not start"
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        await bpjs.aclose()
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@asynccontextmanager
+async def adapter(
+    config: SimConfig | None = None, *, timeout_s: float = 10.0
+) -> AsyncIterator[HttpBpjsAdapter]:
+    """The worker's adapter as the worker builds it (aiohttp), against the simulator over TCP."""
+    async with served(create_app(config or SimConfig())) as base_url:
+        bpjs = HttpBpjsAdapter(base_url, timeout_s=timeout_s)
+        try:
+            yield bpjs
+        finally:
+            await bpjs.aclose()
 
 
 def request(nik: str = NIK, key: str = "key-1") -> RegistrationRequest:
@@ -472,3 +495,34 @@ async def test_adapter_maps_503_and_429_to_transient() -> None:
         with pytest.raises(BpjsTransient) as throttled:
             await bpjs.register(request())
     assert throttled.value.retry_after_s == 3.0
+
+
+async def test_adapter_maps_a_slow_answer_to_a_transient_timeout() -> None:
+    async with adapter(SimConfig(latency_ms=2000), timeout_s=0.2) as bpjs:
+        with pytest.raises(BpjsTransient, match="timed out"):
+            await bpjs.register(request())
+
+
+async def test_adapter_maps_no_listener_to_transient_unreachable() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    bpjs = HttpBpjsAdapter(f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(BpjsTransient, match="unreachable"):
+            await bpjs.register(request())
+    finally:
+        await bpjs.aclose()
+
+
+async def test_adapter_keeps_its_connections_across_requests() -> None:
+    """Keep-alive: one request after another reuse one connection instead of opening each."""
+    async with adapter() as bpjs:
+        for nik, key in ((NIK, "k1"), (NIK_2, "k2"), (NIK, "k1")):  # the last replays the first
+            await bpjs.register(request(nik, key))
+        transport = bpjs._transport
+        assert isinstance(transport, AiohttpTransport) and transport._session is not None
+        connector = transport._session.connector
+        assert connector is not None
+        assert len(connector._conns) == 1  # one idle keep-alive connection, reused
