@@ -9,14 +9,15 @@ two appends reading the same previous hash would fork the chain.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Insert, text
 from sqlalchemy import event as orm_events
-from sqlalchemy import text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
@@ -101,6 +102,14 @@ def lock_chain(session: Session) -> None:
         )
 
 
+@functools.cache
+def _append_statement(dialect: str) -> Insert:
+    return insert_new(_LOG, key="event_key", dialect=dialect).returning(_LOG.c.id)
+
+
+_HEAD_QUERY = select(_LOG.c.hash).order_by(_LOG.c.id.desc()).limit(1)
+
+
 def append(session: Session, entry: AuditEntry) -> int | None:
     """Append ``entry`` unless its event_key is already in the log; its row id. Caller commits.
 
@@ -112,7 +121,7 @@ def append(session: Session, entry: AuditEntry) -> int | None:
     prev = session.info.get(_HEAD)
     if prev is None:  # the transaction's first append: lock the chain and read its head
         lock_chain(session)
-        last = sql.execute(select(_LOG.c.hash).order_by(_LOG.c.id.desc()).limit(1)).first()
+        last = sql.execute(_HEAD_QUERY).first()
         prev = last[0] if last is not None else GENESIS
     values: dict[str, Any] = {
         "event_key": entry.event_key,
@@ -130,9 +139,7 @@ def append(session: Session, entry: AuditEntry) -> int | None:
         "prev_hash": prev,
     }
     values["hash"] = _hash(prev, values)
-    added = sql.execute(
-        insert_new(_LOG, values, key="event_key", dialect=sql.dialect.name).returning(_LOG.c.id)
-    ).first()
+    added = sql.execute(_append_statement(sql.dialect.name), values).first()
     if added is None:  # already in the log (a retried write): the head stays where it was
         return None
     # The chain is locked until the transaction ends, so its head stays ours: the next append in

@@ -9,10 +9,12 @@ all: a savepoint of a transaction the group-commit writer shares among concurren
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Any
 
-from sqlalchemy import func, insert, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Insert, bindparam, func, insert, update
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, select
 from temporalio import activity
@@ -40,6 +42,13 @@ from workflows.messages import (
 _ENROLLMENTS = table(Enrollment)
 _DECISIONS = table(Decision)
 _PEOPLE = table(Person)
+# Statements built once, their values given at execution (see ``models.db.insert_new``).
+_INSERT_ENROLLMENT = insert(_ENROLLMENTS)
+# The row only takes a newer step; the SET columns are the parameters' other keys.
+_ADVANCE_ENROLLMENT = update(_ENROLLMENTS).where(
+    _ENROLLMENTS.c.id == bindparam("step_enrollment_id"),
+    _ENROLLMENTS.c.seq < bindparam("step_seq"),
+)
 
 
 def enrollment_id_for(person_key: str, program_code: str) -> str:
@@ -88,7 +97,8 @@ class ProjectionActivities:
             sql = session.connection()
             _upsert_person(sql, record)
             sql.execute(
-                insert(_ENROLLMENTS).values(
+                _INSERT_ENROLLMENT,
+                dict(
                     id=inp.enrollment_id,
                     program_code=inp.program.code,
                     person_key=inp.person_key,
@@ -105,7 +115,7 @@ class ProjectionActivities:
                     nominated_by=inp.nominated_by.name,
                     nominated_at=record.occurred_at,
                     updated_at=record.occurred_at,
-                )
+                ),
             )
             audit.append(
                 session,
@@ -257,14 +267,15 @@ def _apply_transition(session: Session, step: Transition) -> None:
     # Statements, not ORM objects: these run for every step of every enrollment (BENCHMARKS.md).
     sql = session.connection()
     applied = sql.execute(
-        update(_ENROLLMENTS)
-        .where(_ENROLLMENTS.c.id == step.enrollment_id, _ENROLLMENTS.c.seq < step.seq)
-        .values(
-            seq=step.seq,
-            state=step.state_after,
-            updated_at=step.occurred_at,
+        _ADVANCE_ENROLLMENT,
+        {
+            "step_enrollment_id": step.enrollment_id,
+            "step_seq": step.seq,
+            "seq": step.seq,
+            "state": step.state_after,
+            "updated_at": step.occurred_at,
             **_changed_columns(step.changes),
-        )
+        },
     )
     if applied.rowcount == 0:  # already applied (a retry), or the row is not there at all
         if (
@@ -289,7 +300,7 @@ def _apply_transition(session: Session, step: Transition) -> None:
             "state_after": step.state_after,
             "decided_at": step.occurred_at,
         }
-        sql.execute(insert_new(_DECISIONS, decision, key="event_key", dialect=sql.dialect.name))
+        sql.execute(insert_new(_DECISIONS, key="event_key", dialect=sql.dialect.name), decision)
     audit.append(
         session,
         audit.AuditEntry(
@@ -309,33 +320,49 @@ def _apply_transition(session: Session, step: Transition) -> None:
     )
 
 
-def _holder(session: Session, program_code: str, person_key: str) -> Enrollment | None:
-    return session.exec(
-        select(Enrollment).where(
-            Enrollment.program_code == program_code, Enrollment.person_key == person_key
-        )
-    ).first()
+_HOLDER = select(
+    _ENROLLMENTS.c.id, _ENROLLMENTS.c.workflow_id, _ENROLLMENTS.c.village_code, _ENROLLMENTS.c.state
+).where(
+    _ENROLLMENTS.c.program_code == bindparam("program_code"),
+    _ENROLLMENTS.c.person_key == bindparam("person_key"),
+)
+
+
+def _holder(session: Session, program_code: str, person_key: str) -> Row[Any] | None:
+    """Who holds this person's enrollment in the program, if anyone (id, workflow, village,
+    state): a plain row, as the ORM object cost a load per nomination."""
+    return (
+        session.connection()
+        .execute(_HOLDER, {"program_code": program_code, "person_key": person_key})
+        .first()
+    )
 
 
 def _upsert_person(sql: Connection, record: NominationRecord) -> None:
     """The person as this nomination gives them; a phone left blank keeps the one on file."""
     inp = record.input
-    insert = upsert_into(_PEOPLE, sql.dialect.name).values(
-        person_key=inp.person_key,
-        nik_masked=mask(inp.person.nik),
-        full_name=inp.person.full_name,
-        birth_date=inp.person.birth_date,
-        gender=inp.person.gender,
-        phone=inp.person.phone,
-    )
     sql.execute(
-        insert.on_conflict_do_update(
-            index_elements=["person_key"],
-            set_={
-                "full_name": insert.excluded.full_name,
-                "phone": func.coalesce(func.nullif(insert.excluded.phone, ""), _PEOPLE.c.phone),
-            },
-        )
+        _person_upsert(sql.dialect.name),
+        {
+            "person_key": inp.person_key,
+            "nik_masked": mask(inp.person.nik),
+            "full_name": inp.person.full_name,
+            "birth_date": inp.person.birth_date,
+            "gender": inp.person.gender,
+            "phone": inp.person.phone,
+        },
+    )
+
+
+@functools.cache
+def _person_upsert(dialect: str) -> Insert:
+    insert = upsert_into(_PEOPLE, dialect)
+    return insert.on_conflict_do_update(
+        index_elements=["person_key"],
+        set_={
+            "full_name": insert.excluded.full_name,
+            "phone": func.coalesce(func.nullif(insert.excluded.phone, ""), _PEOPLE.c.phone),
+        },
     )
 
 

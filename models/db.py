@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Iterator
@@ -30,9 +31,16 @@ def upsert_into(table: Table, dialect: str) -> postgresql.Insert | sqlite.Insert
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
-def insert_new(table: Table, values: dict[str, Any], *, key: str, dialect: str) -> Insert:
-    """INSERT ``values`` unless ``table`` holds a row with the same unique ``key`` already."""
-    return upsert_into(table, dialect).values(values).on_conflict_do_nothing(index_elements=[key])
+@functools.cache
+def insert_new(table: Table, *, key: str, dialect: str) -> Insert:
+    """INSERT the parameters it is executed with, unless ``table`` holds a row with the same
+    unique ``key`` already.
+
+    Built once per table and dialect, the values given at execution (``sql.execute(stmt,
+    values)``): values baked into a statement (``.values(...)``) make SQLAlchemy build a bind
+    parameter per value and a cache key over all of them on every call, which was most of the
+    projection writer's CPU in the bench's profile (BENCHMARKS.md)."""
+    return upsert_into(table, dialect).on_conflict_do_nothing(index_elements=[key])
 
 
 def is_sqlite(engine: Engine) -> bool:
