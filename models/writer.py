@@ -124,15 +124,16 @@ class GroupCommitWriter:
             raise
 
     def _commit(self, batch: list[_Job]) -> list[_Outcome]:
-        if len(batch) > 1:
-            # A write or the commit failing sends the batch round again, each in a savepoint.
-            with contextlib.suppress(Exception):
-                return self._transaction(batch, savepoints=False)
+        try:
+            return self._transaction(batch, savepoints=False)
+        except Exception as exc:
+            if len(batch) == 1:  # a write alone needs no savepoint: its failure is its own
+                return [_Outcome(batch[0], error=exc)]
+        # A write or the commit failed: the batch again, each write in a savepoint.
         try:
             return self._transaction(batch, savepoints=True)
-        except Exception as exc:
-            if len(batch) == 1:
-                return [_Outcome(batch[0], error=exc)]
+        except Exception:
+            pass
         # The commit failed: each write alone, so only the bad one fails.
         return [outcome for job in batch for outcome in self._commit([job])]
 
