@@ -10,12 +10,15 @@ committing again after a release, is idempotent by construction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from models.tables import BudgetEntry, FundingSource, utcnow
+
+_HELD_CHUNK = 500  # enrollments per look-up: well inside every database's bound-parameter limit
 
 
 class BudgetError(Exception):
@@ -63,20 +66,37 @@ def lock_source(session: Session, *, program_code: str, code: str) -> FundingSou
     return source
 
 
+def held(
+    session: Session, *, enrollment_ids: Collection[str], program_code: str
+) -> dict[str, tuple[int, int | None]]:
+    """Net amount each enrollment holds in a program, and the source it holds it from; those
+    holding nothing are left out. One query per 500 enrollments (a batch approval asked once
+    per enrollment, twice, and that was a sixth of the API's CPU in the bench)."""
+    ids = list(dict.fromkeys(enrollment_ids))
+    holding: dict[str, tuple[int, int | None]] = {}
+    for start in range(0, len(ids), _HELD_CHUNK):
+        rows = session.exec(
+            select(
+                BudgetEntry.enrollment_id,
+                BudgetEntry.funding_source_id,
+                func.sum(BudgetEntry.amount_idr),
+            )
+            .where(
+                col(BudgetEntry.enrollment_id).in_(ids[start : start + _HELD_CHUNK]),
+                BudgetEntry.program_code == program_code,
+            )
+            .group_by(col(BudgetEntry.enrollment_id), col(BudgetEntry.funding_source_id))
+        ).all()
+        for enrollment_id, source_id, total in rows:
+            if total and enrollment_id not in holding:
+                holding[enrollment_id] = (int(total), source_id)
+    return holding
+
+
 def held_by(session: Session, *, enrollment_id: str, program_code: str) -> tuple[int, int | None]:
     """Net amount an enrollment holds in a program, and the source it holds it from."""
-    rows = session.exec(
-        select(BudgetEntry.funding_source_id, func.sum(BudgetEntry.amount_idr))
-        .where(
-            BudgetEntry.enrollment_id == enrollment_id,
-            BudgetEntry.program_code == program_code,
-        )
-        .group_by(col(BudgetEntry.funding_source_id))
-    ).all()
-    for source_id, total in rows:
-        if total:
-            return int(total), source_id
-    return 0, None
+    found = held(session, enrollment_ids=[enrollment_id], program_code=program_code)
+    return found.get(enrollment_id, (0, None))
 
 
 def commit(
@@ -88,13 +108,16 @@ def commit(
     unpaid = sorted({c.category for c in claims if c.category not in payable})
     if unpaid:
         raise NotPayable(f"{source.code} does not pay for {', '.join(unpaid)}")
+    holding = held(
+        session, enrollment_ids=[c.enrollment_id for c in claims], program_code=program_code
+    )
     fresh: list[Claim] = []
     seen: set[str] = set()
     for c in claims:  # an enrollment named twice in a batch is committed once
         if c.enrollment_id in seen:
             continue
         seen.add(c.enrollment_id)
-        if held_by(session, enrollment_id=c.enrollment_id, program_code=program_code)[0] == 0:
+        if c.enrollment_id not in holding:
             fresh.append(c)
     requested = sum(c.amount_idr for c in fresh)
     remaining = source.ceiling_idr - source.committed_idr

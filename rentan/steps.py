@@ -144,11 +144,10 @@ def _commit_batch(
             raise StepRefused("nothing committed: " + "; ".join(problems[:20]), problems=problems)
         # Only what this call commits may be given back if a workflow refuses: an enrollment
         # that already held budget (a second approval) keeps its first commitment.
-        fresh = {
-            r.id
-            for r in rows
-            if budget.held_by(session, enrollment_id=r.id, program_code=program_code)[0] == 0
-        }
+        holding = budget.held(
+            session, enrollment_ids=[r.id for r in rows], program_code=program_code
+        )
+        fresh = {r.id for r in rows if r.id not in holding}
         try:
             budget.commit(
                 session,

@@ -83,7 +83,7 @@ class Side:
     step: Latencies | None = None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -112,10 +112,10 @@ def _env(workdir: Path) -> dict[str, str]:
         "RENTAN_ENV": "embedded",
         "RENTAN_DATA_DIR": str(workdir),
         "RENTAN_DATABASE_URL": "",
-        "RENTAN_TEMPORAL_ADDRESS": f"127.0.0.1:{_free_port()}",
-        "RENTAN_TEMPORAL_UI_PORT": str(_free_port()),
-        "RENTAN_API_PORT": str(_free_port()),
-        "RENTAN_BPJS_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+        "RENTAN_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "RENTAN_TEMPORAL_UI_PORT": str(free_port()),
+        "RENTAN_API_PORT": str(free_port()),
+        "RENTAN_BPJS_BASE_URL": f"http://127.0.0.1:{free_port()}",
         "RENTAN_LOG_FORMAT": "json",
     }
 
