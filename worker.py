@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import uvloop
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -26,6 +28,7 @@ from rentan.settings import Settings, get_settings
 from rentan.temporal import connect
 from workflows.enrollment import EnrollmentWorkflow
 
+T = TypeVar("T")
 WORKFLOWS = [EnrollmentWorkflow]
 # Projection writes are synchronous SQL: they run on threads so they never block the event loop.
 # One thread per activity slot, so a slot never waits for a thread.
@@ -57,6 +60,17 @@ def worker_tuning(executor: ThreadPoolExecutor, *, sandboxed: bool = False) -> d
         "max_workflow_task_external_storage_concurrency": 1,
         "graceful_shutdown_timeout": timedelta(seconds=10),
     }
+
+
+def run_worker_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a worker process's ``main`` on uvloop, as every worker (and the bench's floor) does.
+
+    The worker's event loop carries every activation, activity task and writer answer: the
+    bench's profile put a fifth of the main thread in asyncio's own loop machinery (BENCHMARKS.md).
+    Workflow code is unaffected: each workflow runs on the SDK's own deterministic loop.
+    """
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def build_worker(
@@ -131,7 +145,7 @@ async def _connect_with_retry(settings: Settings, attempts: int = 60) -> Client:
 def main() -> None:
     settings = get_settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(run_worker(settings))
+    run_worker_loop(run_worker(settings))
 
 
 if __name__ == "__main__":

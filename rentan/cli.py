@@ -70,10 +70,10 @@ def up(
 @app.command()
 def worker() -> None:
     """Run one worker process against the configured Temporal (many may run at once)."""
-    from worker import run_worker
+    from worker import run_worker, run_worker_loop
 
     settings = _settings()
-    asyncio.run(run_worker(settings))
+    run_worker_loop(run_worker(settings))
 
 
 @app.command()

@@ -36,7 +36,7 @@ def _serve(
     from rentan.logs import configure_logging
     from rentan.settings import get_settings
     from rentan.temporal import connect
-    from worker import ACTIVITY_SLOTS, worker_tuning
+    from worker import ACTIVITY_SLOTS, run_worker_loop, worker_tuning
 
     settings = get_settings()
     configure_logging(level="WARNING", fmt="json")
@@ -64,7 +64,7 @@ def _serve(
                 ready.set()
                 await asyncio.to_thread(stop.wait)
 
-    asyncio.run(main())
+    run_worker_loop(main())
 
 
 class FloorWorker:
