@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,6 +32,10 @@ from workflows.search_attributes import dev_server_flags
 log = get_logger("rentan.stack")
 
 STOP_GRACE_S = 15.0
+# Ports are chosen below the range the kernel hands out to outgoing connections (32768-60999 on
+# Linux): a port from that range can be taken by any client's connection between our choosing
+# it and the server binding it (a Temporal dev server died of exactly that in CI).
+_LISTEN_PORTS = (20000, 32000)
 
 
 class StackError(RuntimeError):
@@ -125,6 +130,25 @@ def temporal_dev_server_argv(settings: Settings) -> list[str]:
         "error",
         *dev_server_flags(),
     ]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports on ``host`` that nothing listens on (held together while chosen)."""
+    draw = random.SystemRandom()
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            sock = socket.socket()
+            try:
+                sock.bind((host, draw.randrange(*_LISTEN_PORTS)))
+            except OSError:  # taken: draw again
+                sock.close()
+                continue
+            held.append(sock)
+        return [int(sock.getsockname()[1]) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def rentan_argv(*args: str) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from rentan.bench.run import free_port
+from rentan.stack import free_ports
 
 Post = Callable[[dict[str, Any]], Awaitable[int]]
 
@@ -106,7 +106,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=32)
     args = parser.parse_args()
-    base_url = f"http://127.0.0.1:{free_port()}"
+    (port,) = free_ports(1)
+    base_url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "RENTAN_BPJS_BASE_URL": base_url}
     sim = subprocess.Popen(
         [sys.executable, "-m", "rentan", "bpjs-sim"],

@@ -15,7 +15,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from rentan.settings import Settings
 from rentan.stack import (
     Child,
     answers_200,
+    free_ports,
     rentan_argv,
     temporal_dev_server_argv,
     temporal_ready,
@@ -83,13 +83,6 @@ class Side:
     step: Latencies | None = None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -108,14 +101,15 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
 
 
 def _env(workdir: Path) -> dict[str, str]:
+    temporal_port, ui_port, api_port, sim_port = free_ports(4)
     return {
         "RENTAN_ENV": "embedded",
         "RENTAN_DATA_DIR": str(workdir),
         "RENTAN_DATABASE_URL": "",
-        "RENTAN_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "RENTAN_TEMPORAL_UI_PORT": str(free_port()),
-        "RENTAN_API_PORT": str(free_port()),
-        "RENTAN_BPJS_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "RENTAN_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+        "RENTAN_TEMPORAL_UI_PORT": str(ui_port),
+        "RENTAN_API_PORT": str(api_port),
+        "RENTAN_BPJS_BASE_URL": f"http://127.0.0.1:{sim_port}",
         "RENTAN_LOG_FORMAT": "json",
     }
 

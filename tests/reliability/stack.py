@@ -39,6 +39,7 @@ from domain.nomination import WorkerRow
 from models.db import make_engine
 from rentan import cohort
 from rentan.keys import Role, create_key
+from rentan.stack import free_ports
 
 HOST = "127.0.0.1"
 PROJECT = Path(__file__).resolve().parents[2]
@@ -56,18 +57,6 @@ SETTLED = {
     "expired",
     "lapsed",
 }
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports on 127.0.0.1 (held open together while chosen)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class StackFailure(AssertionError):

@@ -21,6 +21,7 @@ from models.tables import Program
 from rentan.nominations import nominate
 from rentan.programs import FundingSourceSpec, ProgramSpec, create_program
 from rentan.settings import Settings
+from rentan.stack import free_ports
 from rentan.temporal import connect
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import Actor
@@ -29,22 +30,17 @@ pytestmark = pytest.mark.stack
 STARTUP_S = 120
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
     """Environment for a stack of its own: its own data dir and free ports for everything."""
+    temporal_port, ui_port, api_port, sim_port = free_ports(4)
     return {
         **os.environ,
         "RENTAN_DATA_DIR": str(tmp_path / "var"),
-        "RENTAN_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "RENTAN_TEMPORAL_UI_PORT": str(free_port()),
-        "RENTAN_API_PORT": str(free_port()),
-        "RENTAN_BPJS_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "RENTAN_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+        "RENTAN_TEMPORAL_UI_PORT": str(ui_port),
+        "RENTAN_API_PORT": str(api_port),
+        "RENTAN_BPJS_BASE_URL": f"http://127.0.0.1:{sim_port}",
         "RENTAN_LOG_FORMAT": "json",
     }
 
