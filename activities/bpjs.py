@@ -92,9 +92,10 @@ class BpjsTransport(Protocol):
 class AiohttpTransport:
     """HTTP/1.1 with keep-alive over aiohttp, opened on first use (inside the event loop).
 
-    aiohttp rather than httpx: one registration per enrollment, and the bench measured httpx's
-    client at about 2.2 ms of CPU per request with 32 in flight against aiohttp's 0.15 ms
-    (BENCHMARKS.md) - a tenth of the worker's CPU per enrollment.
+    aiohttp rather than httpx: one registration per enrollment, and httpx's client cost about
+    2.6 ms of CPU per request with 32 in flight against aiohttp's 0.15 ms
+    (``python -m rentan.bench.http_clients``, BENCHMARKS.md) - a tenth of the worker's CPU per
+    enrollment.
     """
 
     def __init__(
