@@ -247,7 +247,7 @@ class BpjsActivities:
     """Activities around the adapter; registered on the worker as bound methods.
 
     ``record`` writes transitions to the projection (``ProjectionActivities.record``): a
-    registration that carries its activation records it once BPJS has answered.
+    registration writes the steps it carries first, and its activation once BPJS has answered.
     """
 
     def __init__(self, adapter: BpjsAdapter, *, record: RecordTransitions) -> None:
@@ -256,6 +256,11 @@ class BpjsActivities:
 
     @activity.defn(name="register_participant")
     async def register_participant(self, request: RegistrationRequest) -> RegistrationResult:
+        if request.record_first:
+            # The steps that led here (budget approval, the start of the registration), before
+            # BPJS is asked: while it is tried, the projection shows "registering". Each attempt
+            # writes them again; the seq makes that a no-op.
+            await self.record(request.record_first)
         try:
             result = await self.adapter.register(request)
         except BpjsError as exc:

@@ -135,6 +135,7 @@ async def nominate(
                     ),
                     nominated_by=actor,
                     lean_steps=True,
+                    budget_recorded_by_registration=True,
                 ),
             )
         )

@@ -3,12 +3,14 @@
 Each answers with the enrollment's state once its workflow accepted the step, or raises
 ``StepRefused`` with the workflow's own reason. Budget approval is all or nothing: the whole
 batch is committed against the funding source's ceiling in one transaction before any
-workflow hears of it; an enrollment whose workflow then refuses gets its share released.
+workflow hears of it; an enrollment whose workflow then refuses gets its share released, and
+the call answers once the projection shows the approvals (``until_projected``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +24,14 @@ from activities import budget
 from domain.states import State
 from models.db import session_scope
 from models.tables import Enrollment, FundingSource
+from rentan.logs import get_logger
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import Actor, BudgetCommitment, StepResult
 
+log = get_logger("rentan.steps")
 STEP_CONCURRENCY = 32
+# How long a budget approval waits for the projection to show its steps before it answers anyway.
+PROJECTION_WAIT_S = 10.0
 
 
 class StepRefused(Exception):
@@ -71,6 +77,7 @@ class StepOutcome:
     ok: bool
     state: str | None = None
     error: str | None = None
+    seq: int = 0
 
 
 async def send_many(
@@ -100,6 +107,42 @@ async def send_many(
         return StepOutcome(enrollment_id, ok=True, state=result.state)
 
     return list(await asyncio.gather(*(one(i) for i in enrollment_ids)))
+
+
+async def until_projected(engine: Engine, seqs: dict[str, int]) -> None:
+    """Read your writes (API.md): wait until each enrollment's row has reached its ``seq``.
+
+    A budget approval's Update answers before its record is written: the registration activity
+    writes it, just before it calls BPJS (``EnrollmentWorkflow.approve_budget``). The call
+    answers once the projection shows it, or after ``PROJECTION_WAIT_S`` with a warning (the
+    step is taken; the projection follows as soon as a worker writes it).
+    """
+    waiting = {enrollment_id: seq for enrollment_id, seq in seqs.items() if seq > 0}
+    deadline = time.monotonic() + PROJECTION_WAIT_S
+    pause = 0.005
+    while waiting:
+        reached = await asyncio.to_thread(_projected_seqs, engine, list(waiting))
+        waiting = {i: seq for i, seq in waiting.items() if reached.get(i, 0) < seq}
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            log.warning(
+                "projection behind the workflows",
+                enrollments=len(waiting),
+                example=next(iter(waiting)),
+                waited_s=PROJECTION_WAIT_S,
+            )
+            return
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def _projected_seqs(engine: Engine, enrollment_ids: list[str]) -> dict[str, int]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Enrollment.id, Enrollment.seq).where(col(Enrollment.id).in_(enrollment_ids))
+        )
+        return {enrollment_id: seq for enrollment_id, seq in rows}
 
 
 @dataclass(frozen=True)
@@ -206,6 +249,7 @@ async def approve_budget(
             )
 
     outcomes = await asyncio.gather(*(one(i, c) for i, c in claims.items()))
+    await until_projected(engine, {o.enrollment_id: o.seq for o in outcomes if o.ok})
     with Session(engine) as session:
         source = session.exec(
             select(FundingSource).where(
@@ -252,4 +296,4 @@ async def _commit_one(
                     actor=actor.name,
                 )
         return StepOutcome(enrollment_id, ok=False, error=exc.message)
-    return StepOutcome(enrollment_id, ok=True, state=result.state)
+    return StepOutcome(enrollment_id, ok=True, state=result.state, seq=result.seq)

@@ -4,7 +4,10 @@ nominated -verify-> verified -budget-> budget_approved -> registering -> active 
 -> active (next period, continue-as-new) | lapsed. Human steps are Updates with validators (the
 caller learns at once whether the step was taken); each accepted step is written to the
 projection and the audit log by a local activity before the Update answers, so a read after the
-answer sees it. Deadlines are durable timers. All I/O lives in activities.
+answer sees it. Budget approval is the exception: the registration starts straight after it,
+and the registration activity writes both steps before it calls BPJS, so the Update needs no
+local activity of its own; the caller waits for the projection instead (``rentan.steps``).
+Deadlines are durable timers. All I/O lives in activities.
 """
 
 from __future__ import annotations
@@ -109,6 +112,9 @@ class EnrollmentWorkflow:
         # Records reach the projection in seq order: a human step's record and the main line's
         # next one would otherwise race, and the older one (seq guard) would be dropped.
         self.record_lock = asyncio.Lock()
+        # Steps taken whose records are not written yet (budget approval on runs that record it
+        # with the registration): the next write, whichever it is, writes them first.
+        self.unrecorded: list[Transition] = []
 
     # --- the main line --------------------------------------------------------------------
 
@@ -165,46 +171,38 @@ class EnrollmentWorkflow:
         if self.state == State.BUDGET_APPROVED:
             await self._move(State.REGISTERING, "registration_started", SYSTEM)
         self.registration_attempt += 1
-        terms = self.inp.program
-        # Lean runs record the activation in the registration activity itself: one local
-        # activity (and one workflow activation) fewer per enrollment. Its seq is taken only if
-        # the registration succeeds.
-        activation = (
-            self._transition(
-                _Step("activated", SYSTEM, "", State.REGISTERING, State.ACTIVE),
-                seq=self.seq + 1,
-                occurred_at=workflow.now(),
-            )
-            if self.inp.lean_steps
-            else None
-        )
-        request = RegistrationRequest(
-            # Same key on every retry and replay: BPJS registers the person at most once.
-            idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:{self.registration_attempt}",
-            nik=self.person.nik,
-            full_name=self.person.full_name,
-            birth_date=self.person.birth_date,
-            gender=self.person.gender,
-            category=self.inp.category,
-            village_code=self.inp.village_code,
-            period_start=terms.period_start,
-            period_end=terms.period_end,
-            activation=activation,
-        )
         # The step that led here may still be writing its record (budget approval records the
         # start of registration with it): BPJS is called once the projection shows it.
         await workflow.wait_condition(lambda: not self.record_lock.locked())
+        # Lean runs record the activation in the registration activity itself: one local
+        # activity (and one workflow activation) fewer per enrollment. Its seq is taken only if
+        # the registration succeeds.
+        lean = self.inp.lean_steps
+        first: list[Transition] = []
         try:
             # Held while the activity may record: any other record waits and takes a later seq.
             # (Runs started before lean_steps never held it here, and replay as they ran.)
-            async with self.record_lock if activation is not None else nullcontext():
+            async with self.record_lock if lean else nullcontext():
+                first, self.unrecorded = self.unrecorded, []
+                activation = (
+                    self._transition(
+                        _Step("activated", SYSTEM, "", State.REGISTERING, State.ACTIVE),
+                        seq=self.seq + 1,
+                        occurred_at=workflow.now(),
+                    )
+                    if lean
+                    else None
+                )
                 result: RegistrationResult = await workflow.execute_activity_method(
                     BpjsActivities.register_participant,
-                    request,
+                    self._registration_request(activation, first),
                     start_to_close_timeout=BPJS_TIMEOUT,
                     retry_policy=BPJS_RETRY,
                 )
         except ActivityError as err:
+            # The activity wrote ``first`` before calling BPJS, unless it ended some other way
+            # (cancelled): the next write sends them again (writes are idempotent by seq).
+            self.unrecorded = first + self.unrecorded
             cause = err.cause
             kind = cause.type if isinstance(cause, ApplicationError) else None
             message = cause.message if isinstance(cause, ApplicationError) else str(err)
@@ -238,6 +236,25 @@ class EnrollmentWorkflow:
                 coverage_start=result.coverage_start,
                 coverage_end=result.coverage_end,
             ),
+        )
+
+    def _registration_request(
+        self, activation: Transition | None, first: list[Transition]
+    ) -> RegistrationRequest:
+        terms = self.inp.program
+        return RegistrationRequest(
+            # Same key on every retry and replay: BPJS registers the person at most once.
+            idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:{self.registration_attempt}",
+            nik=self.person.nik,
+            full_name=self.person.full_name,
+            birth_date=self.person.birth_date,
+            gender=self.person.gender,
+            category=self.inp.category,
+            village_code=self.inp.village_code,
+            period_start=terms.period_start,
+            period_end=terms.period_end,
+            activation=activation,
+            record_first=first,
         )
 
     async def _await_resubmission(self) -> None:
@@ -344,6 +361,7 @@ class EnrollmentWorkflow:
                     premium_idr=self.next_budget.amount_idr,
                     nominated_by=self.inp.nominated_by,
                     lean_steps=True,
+                    budget_recorded_by_registration=True,
                     renewal=Renewal(
                         previous_enrollment_id=self.inp.enrollment_id,
                         kpj_number=self.kpj or "",
@@ -473,6 +491,21 @@ class EnrollmentWorkflow:
                 )
                 return self._result()
             self.funding_source = step.funding_source
+            changes = EnrollmentChanges(funding_source=step.funding_source)
+            if self.inp.budget_recorded_by_registration:
+                # The registration starts straight after the budget, and its activity writes
+                # both steps before it calls BPJS: the Update answers at once, without a local
+                # activity of its own (BENCHMARKS.md). Until then the projection shows
+                # "verified"; the ledger already holds the commitment.
+                self._take_step(
+                    State.BUDGET_APPROVED,
+                    "budget_approved",
+                    step.actor,
+                    step.reason,
+                    changes=changes,
+                    then=(State.REGISTERING, "registration_started"),
+                )
+                return self._result()
             # The registration starts straight after the budget: recorded together, the
             # decision and the system's step cost one local activity (BENCHMARKS.md).
             await self._move(
@@ -480,7 +513,7 @@ class EnrollmentWorkflow:
                 "budget_approved",
                 step.actor,
                 step.reason,
-                changes=EnrollmentChanges(funding_source=step.funding_source),
+                changes=changes,
                 then=((State.REGISTERING, "registration_started") if self._lean_steps() else None),
             )
             return self._result()
@@ -668,7 +701,9 @@ class EnrollmentWorkflow:
         return self.state.value if self.state else "not nominated"
 
     def _result(self) -> StepResult:
-        return StepResult(enrollment_id=self.inp.enrollment_id, state=self._state_name())
+        return StepResult(
+            enrollment_id=self.inp.enrollment_id, state=self._state_name(), seq=self.seq
+        )
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:
@@ -708,12 +743,7 @@ class EnrollmentWorkflow:
     ) -> None:
         """Change state and record it; ``then`` is a system step that follows at once (the same
         record, one local activity for both)."""
-        before = previous or self.state or State.NOMINATED
-        self.state = target
-        steps = [_Step(action, actor, reason, before, target, changes)]
-        if then is not None:
-            self.state, then_action = then
-            steps.append(_Step(then_action, SYSTEM, "", target, self.state))
+        steps = self._change_state(target, action, actor, reason, changes, previous, then)
         await self._record(steps)
         # No search-attribute upsert per step: each cost the server a visibility write, a
         # quarter of its CPU per enrollment in the bench (BENCHMARKS.md); the projection answers
@@ -721,6 +751,40 @@ class EnrollmentWorkflow:
         # upserts on replay.
         if not self._lean_steps():
             workflow.upsert_search_attributes([sa.LEGACY_STATE.value_set(target.value)])
+
+    def _take_step(
+        self,
+        target: State,
+        action: str,
+        actor: Actor,
+        reason: str,
+        *,
+        changes: EnrollmentChanges | None,
+        then: tuple[State, str] | None,
+    ) -> None:
+        """Change state now and leave its record to the next write (``self.unrecorded``)."""
+        occurred_at = workflow.now()
+        for step in self._change_state(target, action, actor, reason, changes, None, then):
+            self.seq += 1
+            self.unrecorded.append(self._transition(step, seq=self.seq, occurred_at=occurred_at))
+
+    def _change_state(
+        self,
+        target: State,
+        action: str,
+        actor: Actor,
+        reason: str,
+        changes: EnrollmentChanges | None,
+        previous: State | None,
+        then: tuple[State, str] | None,
+    ) -> list[_Step]:
+        before = previous or self.state or State.NOMINATED
+        self.state = target
+        steps = [_Step(action, actor, reason, before, target, changes)]
+        if then is not None:
+            self.state, then_action = then
+            steps.append(_Step(then_action, SYSTEM, "", target, self.state))
+        return steps
 
     async def _note(
         self,
@@ -755,7 +819,8 @@ class EnrollmentWorkflow:
     async def _record(self, steps: list[_Step]) -> None:
         occurred_at = workflow.now()
         async with self.record_lock:
-            transitions = []
+            # Steps taken earlier and not written yet go first: the projection takes them in order.
+            transitions, self.unrecorded = self.unrecorded, []
             for step in steps:
                 self.seq += 1
                 transitions.append(self._transition(step, seq=self.seq, occurred_at=occurred_at))

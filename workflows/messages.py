@@ -73,6 +73,11 @@ class EnrollmentInput:
     # event and a visibility write per enrollment. Runs started before carry no such field (False
     # on decoding) and ask the patch, so they replay as they ran.
     lean_steps: bool = False
+    # Set on every run started by this code: budget approval answers without a local activity;
+    # its record (and the start of the registration) is written by the registration activity
+    # before it calls BPJS, or by any earlier write (``EnrollmentWorkflow._record``). Runs started
+    # before carry no such field and record it in the Update, as they ran.
+    budget_recorded_by_registration: bool = False
 
 
 # --- Update arguments ---------------------------------------------------------------------
@@ -136,10 +141,12 @@ class Resubmission:
 
 @dataclass(frozen=True)
 class StepResult:
-    """What an accepted Update answers: the enrollment's state once the step took effect."""
+    """What an accepted Update answers: the enrollment's state once the step took effect, and
+    the seq of its last step (the projection shows the step once its row has that seq)."""
 
     enrollment_id: str
     state: str
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,10 @@ class RegistrationRequest:
     # Lean runs: the activation to record once BPJS has registered the person (the activity
     # fills in the KPJ, the coverage and the time), in the same activity, not a local one after.
     activation: Transition | None = None
+    # Steps taken but not yet written (budget approval and the start of the registration): the
+    # activity records them before it calls BPJS, so the projection shows "registering" while
+    # BPJS is tried.
+    record_first: list[Transition] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

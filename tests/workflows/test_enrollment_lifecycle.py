@@ -108,6 +108,10 @@ async def test_enrollment_goes_from_nomination_to_active(
         )
         assert [o.ok for o in approval.outcomes] == [True]
         assert approval.committed_idr == PREMIUM_3_MONTHS
+        # Read your writes: the registration activity writes the approval, and the call only
+        # answered once the projection showed it.
+        assert row_of(engine, enrollment_id).state in ("registering", "active")
+        assert approval.outcomes[0].seq >= 4
 
         view = await wait_for_state(env, enrollment_id, "active")
         row = row_of(engine, enrollment_id)

@@ -359,17 +359,20 @@ async def test_registration_survives_bpjs_outage_and_registers_once(
     assert (counts["total"], counts["people"], counts["max_per_person"]) == (3, 3, 1)
 
 
-class FailsFirstWrite:
-    """The projection writer, failing its first write (the database went away mid-call)."""
+class FailsOneWrite:
+    """The projection writer, failing the first write that carries ``action`` (the database
+    went away mid-call); ``attempts`` counts the writes that carried it."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, action: str) -> None:
         self.inner = ProjectionActivities(engine).record
-        self.calls = 0
+        self.action = action
+        self.attempts = 0
 
     async def __call__(self, steps: list[Transition]) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            raise ConnectionError("projection database unreachable")
+        if any(step.action == self.action for step in steps):
+            self.attempts += 1
+            if self.attempts == 1:
+                raise ConnectionError("projection database unreachable")
         await self.inner(steps)
 
 
@@ -383,12 +386,12 @@ async def test_activation_write_that_fails_is_retried_and_registers_once(
     client = env.client
     program = make_program(engine, start=(await server_today(env)).replace(day=1))
     sim = make_sim()
-    flaky = FailsFirstWrite(engine)
+    flaky = FailsOneWrite(engine, "activated")
     async with running_worker(client, settings, engine, sim, record=flaky):
         enrollment_id = await enroll(env, settings, engine, program, worker_row(61))
         view = await wait_for_state(env, enrollment_id, "active")
 
-    assert flaky.calls == 2
+    assert flaky.attempts == 2
     counts = await sim.counts()
     assert (counts["total"], counts["max_per_person"]) == (1, 1)
     row = row_of(engine, enrollment_id)
@@ -397,4 +400,43 @@ async def test_activation_write_that_fails_is_retried_and_registers_once(
     activated = [e for e in audit_of(engine, enrollment_id) if e.action == "activated"]
     assert [(e.state_before, e.state_after, e.actor) for e in activated] == [
         ("registering", "active", "rentan")
+    ]
+
+
+async def test_budget_record_that_fails_is_written_before_bpjs_is_asked(
+    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
+) -> None:
+    """Budget approval answers at once; the registration activity writes the decision and the
+    start of the registration before it calls BPJS. If that write fails, the attempt ends before
+    BPJS hears of it; the retry writes them (attributed to the budget officer, in seq order)
+    and registers the person once."""
+    env = time_skipping_env
+    client = env.client
+    program = make_program(engine, start=(await server_today(env)).replace(day=1))
+    sim = make_sim()
+    flaky = FailsOneWrite(engine, "budget_approved")
+    async with running_worker(client, settings, engine, sim, record=flaky):
+        enrollment_id = await enroll(env, settings, engine, program, worker_row(62))
+        view = await wait_for_state(env, enrollment_id, "active")
+
+    assert flaky.attempts == 2
+    counts = await sim.counts()
+    assert (counts["total"], counts["max_per_person"]) == (1, 1)
+    row = row_of(engine, enrollment_id)
+    assert (row.state, row.seq, row.funding_source) == ("active", view.seq, "APBD")
+    trail = [(e.action, e.actor, e.state_after) for e in audit_of(engine, enrollment_id)]
+    assert trail == [
+        ("nominated", OPERATOR.name, "nominated"),
+        ("verified", VERIFIER.name, "verified"),
+        ("budget_approved", BUDGET_OFFICER.name, "budget_approved"),
+        ("registration_started", "rentan", "registering"),
+        ("activated", "rentan", "active"),
+    ]
+    with Session(engine) as session:
+        decisions = session.exec(
+            select(Decision).where(Decision.enrollment_id == enrollment_id)
+        ).all()
+    assert sorted((d.action, d.actor) for d in decisions) == [
+        ("budget_approved", BUDGET_OFFICER.name),
+        ("verified", VERIFIER.name),
     ]
