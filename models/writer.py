@@ -19,7 +19,7 @@ and otherwise simply not answered; the writer goes on. Answers reach each event 
 wake-up per batch, not one per write. The thread is started on the first write and then waits
 for the next until it has been idle for ``IDLE_S`` (a daemon: nothing to shut down); starting
 one per burst of work cost a thread start each time the queue ran dry, hundreds a second at the
-bench's rate.
+bench's rate. While it runs, the thread keeps one connection for all its transactions.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from models.db import session_scope
+from models.checkpoints import WalCheckpoints, stop_checkpointing_at_commit
+from models.db import is_sqlite, session_scope, write_connection
 
 T = TypeVar("T")
 MAX_BATCH = 64
@@ -84,6 +86,11 @@ class GroupCommitWriter:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._running = False
+        # The writer thread's own connection, kept while it runs (see ``_transaction``).
+        self._connection: Connection | None = None
+        # SQLite: its commits never checkpoint; the thread does, between them
+        # (models/checkpoints.py).
+        self._checkpoints = WalCheckpoints() if is_sqlite(engine) else None
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work(session)`` in a committed transaction without blocking the event loop."""
@@ -108,6 +115,8 @@ class GroupCommitWriter:
                         self._work.wait(IDLE_S)
                     if not self._queue:  # idle that long: the next write starts a new thread
                         self._running = False
+                        self._checkpoint(idle=True, final=True)
+                        self._drop_connection()
                         return
                     batch = self._queue[: self.max_batch]
                     del self._queue[: self.max_batch]
@@ -115,12 +124,16 @@ class GroupCommitWriter:
                 batch = [job for job in batch if not job.waiter.done()]
                 if batch:
                     self._answer(self._commit(batch))
+                    if self._checkpoints is not None:
+                        self._checkpoints.wrote()
                 batch = []
+                self._checkpoint(idle=not self._queue)
         except BaseException as exc:
             # Never leave a caller waiting, and let the next write start a new thread.
             self._answer([_Outcome(job, error=exc) for job in batch])
             with self._lock:
                 self._running = False
+            self._drop_connection()
             raise
 
     def _commit(self, batch: list[_Job]) -> list[_Outcome]:
@@ -138,8 +151,50 @@ class GroupCommitWriter:
         return [outcome for job in batch for outcome in self._commit([job])]
 
     def _transaction(self, batch: list[_Job], *, savepoints: bool) -> list[_Outcome]:
+        """One transaction on the thread's own connection. Any failure drops that connection
+        (the next transaction takes a fresh one from the pool, checked on PostgreSQL); when the
+        database had closed the kept one meanwhile (a restart), the batch runs again at once on
+        a fresh one, as a pooled connection would have been checked before use."""
+        for attempt in (1, 2):
+            kept = self._connection is not None
+            if self._connection is None:
+                self._connection = write_connection(self.engine)
+                if self._checkpoints is not None:
+                    stop_checkpointing_at_commit(self._connection)
+            try:
+                return self._run_batch(self._connection, batch, savepoints=savepoints)
+            except DBAPIError as exc:
+                self._drop_connection()
+                if not (kept and exc.connection_invalidated and attempt == 1):
+                    raise
+            except BaseException:
+                self._drop_connection()
+                raise
+        raise AssertionError("unreachable")
+
+    def _checkpoint(self, *, idle: bool, final: bool = False) -> None:
+        wal = self._checkpoints
+        if wal is None or self._connection is None or not (final or wal.due(idle=idle)):
+            return
+        try:
+            wal.run(self._connection)
+        except Exception:  # the next one tries again; SQLite's own limit still holds elsewhere
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # a dead connection is simply discarded
+                if self._checkpoints is not None:
+                    # Not back into the pool: its commits would still never checkpoint.
+                    connection.invalidate()
+                connection.close()
+
+    def _run_batch(
+        self, connection: Connection, batch: list[_Job], *, savepoints: bool
+    ) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
-        with session_scope(self.engine) as session:
+        with session_scope(self.engine, connection=connection) as session:
             if self.on_begin is not None:
                 self.on_begin(session)
             for job in batch:

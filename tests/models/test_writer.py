@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
+import sqlite3
 import threading
+from pathlib import Path
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from activities import audit
 from activities.audit import AuditEntry, verify_chain
+from models import checkpoints
+from models.db import make_engine
 from models.tables import AuditEvent
 from models.writer import GroupCommitWriter
 
@@ -132,3 +138,78 @@ async def test_a_caller_that_gives_up_does_not_stop_the_writer(engine: Engine) -
     assert later == [2, 3, 4, 5]
     with Session(engine) as session:
         assert verify_chain(session).ok
+
+
+async def test_the_kept_connection_is_replaced_when_the_database_drops_it(
+    postgres_url: str,
+) -> None:
+    """The writer keeps one connection while it runs; when PostgreSQL ends that session (a
+    restart, an administrator), the next write fails once on it and lands on a fresh one."""
+    engine = make_engine(postgres_url)
+    try:
+        writer = GroupCommitWriter(engine)
+
+        def write(n: int):  # type: ignore[no-untyped-def]
+            def work(session: Session) -> int:
+                audit.append(session, entry(n))
+                pid: int = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                return pid
+
+            return work
+
+        first_pid = await writer.run(write(1))
+        with engine.connect() as admin:
+            assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({first_pid})").scalar()
+        second_pid = await writer.run(write(2))
+        third_pid = await writer.run(write(3))
+
+        assert second_pid != first_pid  # the dead one was dropped...
+        assert third_pid == second_pid  # ... and the fresh one kept
+        assert keys(engine) == ["enr_writer#1", "enr_writer#2", "enr_writer#3"]
+        with Session(engine) as session:
+            assert verify_chain(session).ok
+    finally:
+        engine.dispose()
+
+
+def _in_database_file(path: str) -> list[str]:
+    """What the database file itself holds, ignoring the WAL (``immutable``: no WAL is read)."""
+    with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as conn:
+        return [row[0] for row in conn.execute("SELECT event_key FROM audit_event ORDER BY id")]
+
+
+async def test_sqlite_writes_reach_the_database_file_between_writes_not_at_commit(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's commits never checkpoint (one write in a hundred paid for the copy); the
+    writer thread copies the WAL into the file itself once its queue is empty."""
+    path = tmp_path / "rentan.db"
+    shutil.copy(sqlite_template, path)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        writer = GroupCommitWriter(engine)
+        monkeypatch.setattr(checkpoints, "EVERY_S", 3600.0)  # no checkpoint yet
+        monkeypatch.setattr(checkpoints, "OVERDUE_S", 3600.0)
+
+        def append(n: int):  # type: ignore[no-untyped-def]
+            def work(session: Session) -> int:
+                audit.append(session, entry(n))
+                setting: int = (
+                    session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+                )
+                return setting
+
+            return work
+
+        assert await writer.run(append(1)) == 0  # this connection never checkpoints at commit
+        assert _in_database_file(str(path)) == []  # the write is in the WAL only
+
+        monkeypatch.setattr(checkpoints, "EVERY_S", 0.0)
+        await writer.run(append(2))  # the queue is then empty and a checkpoint is due
+        for _ in range(100):
+            if _in_database_file(str(path)) == ["enr_writer#1", "enr_writer#2"]:
+                break
+            await asyncio.sleep(0.02)
+        assert _in_database_file(str(path)) == ["enr_writer#1", "enr_writer#2"]
+    finally:
+        engine.dispose()
