@@ -4,11 +4,13 @@ SQLite checkpoints at the commit that takes the WAL past 1,000 pages: that commi
 every page the WAL holds into the database file. A verification's write puts about 40 KB into
 the WAL, so one write in a hundred paid 7-8 ms for the copy (the p99 of a verification,
 BENCHMARKS.md). The writer's connection therefore never checkpoints at commit
-(``wal_autocheckpoint=0``); the writer thread checkpoints itself every ``EVERY_S`` once its queue
-is empty (at the latest after ``OVERDUE_S``, however busy), so a write waits for a copy only if
-it arrives during one. Being the process's only writer, it leaves nothing in the WAL uncopied,
-and the next write starts the WAL over (a checkpoint from another thread, racing the writes,
-never caught up and the WAL grew without end). Other connections keep SQLite's default.
+(``wal_autocheckpoint=0``); the writer thread checkpoints itself ``EVERY_S`` after a write
+once its queue is empty (at the latest after ``OVERDUE_S``, however busy), so a write waits for
+a copy only if it arrives during one. Being the process's only writer, it leaves nothing in the
+WAL uncopied, and the next write starts the WAL over (a checkpoint from another thread, racing
+the writes, never caught up and the WAL grew without end). Other connections keep SQLite's
+default: a commit of theirs may pay for copying what the writer left (the API's budget
+commits, not the verifications).
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ class WalCheckpoints:
     def wrote(self) -> None:
         if self._since is None:
             self._since = time.monotonic()
+
+    def pending(self) -> bool:
+        return self._since is not None
+
+    def seconds_until_due(self) -> float:
+        """Until an idle writer's checkpoint is due (0 if it is)."""
+        if self._since is None:
+            return EVERY_S
+        return max(0.0, EVERY_S - (time.monotonic() - self._since))
 
     def due(self, *, idle: bool) -> bool:
         if self._since is None:

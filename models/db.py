@@ -125,11 +125,11 @@ def session_scope(engine: Engine, *, connection: Connection | None = None) -> It
             session = Session(engine, expire_on_commit=False)
             session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
         else:
-            connection.begin()
-            # The session commits and rolls back the connection's transaction as its own.
-            session = Session(
-                bind=connection, expire_on_commit=False, join_transaction_mode="control_fully"
-            )
+            # The session begins the transaction on the connection itself, at once (even a
+            # write that turns out to touch nothing holds SQLite's lock until its commit), and
+            # so commits or rolls it back as its own.
+            session = Session(bind=connection, expire_on_commit=False)
+            session.connection()
         with session:
             try:
                 yield session

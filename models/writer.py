@@ -112,11 +112,11 @@ class GroupCommitWriter:
             while True:
                 with self._lock:
                     if not self._queue:
-                        self._work.wait(IDLE_S)
-                    if not self._queue:  # idle that long: the next write starts a new thread
-                        self._running = False
-                        self._checkpoint(idle=True, final=True)
+                        self._work.wait(self._idle_wait_s())
+                    if not self._queue and not self._checkpoint_pending():
+                        # Idle that long: the next write starts a new thread.
                         self._drop_connection()
+                        self._running = False
                         return
                     batch = self._queue[: self.max_batch]
                     del self._queue[: self.max_batch]
@@ -132,8 +132,9 @@ class GroupCommitWriter:
             # Never leave a caller waiting, and let the next write start a new thread.
             self._answer([_Outcome(job, error=exc) for job in batch])
             with self._lock:
+                # Before a new thread can start: the connection is this thread's to close.
+                self._drop_connection()
                 self._running = False
-            self._drop_connection()
             raise
 
     def _commit(self, batch: list[_Job]) -> list[_Outcome]:
@@ -172,9 +173,23 @@ class GroupCommitWriter:
                 raise
         raise AssertionError("unreachable")
 
-    def _checkpoint(self, *, idle: bool, final: bool = False) -> None:
+    def _idle_wait_s(self) -> float:
+        """How long to wait for work: until a pending checkpoint is due, else ``IDLE_S``."""
+        if self._checkpoint_pending():
+            assert self._checkpoints is not None
+            return self._checkpoints.seconds_until_due()
+        return IDLE_S
+
+    def _checkpoint_pending(self) -> bool:
+        return (
+            self._checkpoints is not None
+            and self._connection is not None
+            and self._checkpoints.pending()
+        )
+
+    def _checkpoint(self, *, idle: bool) -> None:
         wal = self._checkpoints
-        if wal is None or self._connection is None or not (final or wal.due(idle=idle)):
+        if wal is None or self._connection is None or not wal.due(idle=idle):
             return
         try:
             wal.run(self._connection)

@@ -213,3 +213,25 @@ async def test_sqlite_writes_reach_the_database_file_between_writes_not_at_commi
         assert _in_database_file(str(path)) == ["enr_writer#1", "enr_writer#2"]
     finally:
         engine.dispose()
+
+
+async def test_a_write_that_touches_nothing_leaves_no_transaction_open(engine: Engine) -> None:
+    """On the kept connection, a batch whose writes issue no statement (a renewal with no
+    successor reads nothing) still ends its transaction: no lock held, the next write runs."""
+    writer = GroupCommitWriter(engine)
+    assert await writer.run(lambda _session: 42) == 42
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        assert database is not None
+        other = sqlite3.connect(database, timeout=0.5, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" if the writer held it
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+
+    def append(session: Session) -> None:
+        audit.append(session, entry(1))
+
+    await writer.run(append)
+    assert keys(engine) == ["enr_writer#1"]
