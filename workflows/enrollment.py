@@ -763,10 +763,16 @@ class EnrollmentWorkflow:
         then: tuple[State, str] | None,
     ) -> None:
         """Change state now and leave its record to the next write (``self.unrecorded``)."""
-        occurred_at = workflow.now()
-        for step in self._change_state(target, action, actor, reason, changes, None, then):
+        steps = self._change_state(target, action, actor, reason, changes, None, then)
+        self.unrecorded += self._numbered(steps, workflow.now())
+
+    def _numbered(self, steps: list[_Step], occurred_at: dt.datetime) -> list[Transition]:
+        """The steps as transitions, each taking the next seq."""
+        transitions = []
+        for step in steps:
             self.seq += 1
-            self.unrecorded.append(self._transition(step, seq=self.seq, occurred_at=occurred_at))
+            transitions.append(self._transition(step, seq=self.seq, occurred_at=occurred_at))
+        return transitions
 
     def _change_state(
         self,
@@ -821,9 +827,7 @@ class EnrollmentWorkflow:
         async with self.record_lock:
             # Steps taken earlier and not written yet go first: the projection takes them in order.
             transitions, self.unrecorded = self.unrecorded, []
-            for step in steps:
-                self.seq += 1
-                transitions.append(self._transition(step, seq=self.seq, occurred_at=occurred_at))
+            transitions += self._numbered(steps, occurred_at)
             await workflow.execute_local_activity_method(
                 ProjectionActivities.record_transitions,
                 transitions,
