@@ -20,10 +20,20 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.worker import Worker
 
-from rentan.bench.floor_workflow import FLOOR_TASK_QUEUE, FloorWorkflow, floor_register
+from rentan.bench.floor_workflow import (
+    FLOOR_TASK_QUEUE,
+    FloorWithReminder,
+    FloorWithVerificationRecord,
+    FloorWorkflow,
+    floor_register,
+)
 from rentan.nominations import START_CONCURRENCY
 from rentan.steps import STEP_CONCURRENCY
 
@@ -41,6 +51,10 @@ def _serve(
     settings = get_settings()
     configure_logging(level="WARNING", fmt="json")
 
+    @activity.defn(name="floor_note")
+    def floor_note(workflow_id: str) -> None:
+        """The variants' extra local activity: nothing to write."""
+
     @activity.defn(name="floor_record")
     def floor_record(workflow_id: str) -> None:
         # Distinct workflows, not runs of this activity: a retried one must not count twice.
@@ -56,8 +70,8 @@ def _serve(
             worker = Worker(
                 client,
                 task_queue=FLOOR_TASK_QUEUE,
-                workflows=[FloorWorkflow],
-                activities=[floor_register, floor_record],
+                workflows=[FloorWorkflow, FloorWithReminder, FloorWithVerificationRecord],
+                activities=[floor_register, floor_record, floor_note],
                 **worker_tuning(executor),
             )
             async with worker:
@@ -111,19 +125,27 @@ async def _gather_limited(limit: int, calls: Sequence[Any]) -> None:
     await asyncio.gather(*(one(c) for c in calls))
 
 
-async def nominate(client: Client, workflow_ids: list[str]) -> None:
+async def nominate(
+    client: Client,
+    workflow_ids: list[str],
+    *,
+    workflow: str = "RentanFloor",
+    search_attributes: TypedSearchAttributes = TypedSearchAttributes.empty,
+) -> None:
     async def start(workflow_id: str) -> None:
         await client.execute_update_with_start_workflow(
-            FloorWorkflow.nominate,
+            "nominate",
             "nominated",
             start_workflow_operation=WithStartWorkflowOperation(
-                FloorWorkflow.run,
+                workflow,
                 workflow_id,
                 id=workflow_id,
                 task_queue=FLOOR_TASK_QUEUE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                search_attributes=search_attributes,
             ),
+            result_type=int,
         )
 
     await _gather_limited(START_CONCURRENCY, [lambda w=w: start(w) for w in workflow_ids])
@@ -133,15 +155,24 @@ async def verify_one(client: Client, workflow_id: str) -> None:
     await client.get_workflow_handle(workflow_id).execute_update(FloorWorkflow.verify, "verified")
 
 
-async def step_all(client: Client, workflow_ids: list[str], update: Any) -> None:
+async def step_all(client: Client, workflow_ids: list[str], update: str) -> None:
     async def one(workflow_id: str) -> None:
-        await client.get_workflow_handle(workflow_id).execute_update(update, "step")
+        # The workflow id as the argument: the variants' local activity takes it.
+        await client.get_workflow_handle(workflow_id).execute_update(
+            update, workflow_id, result_type=int
+        )
 
     await _gather_limited(STEP_CONCURRENCY, [lambda w=w: one(w) for w in workflow_ids])
 
 
-async def lifecycle(client: Client, workflow_ids: list[str]) -> None:
+async def lifecycle(
+    client: Client,
+    workflow_ids: list[str],
+    *,
+    workflow: str = "RentanFloor",
+    search_attributes: TypedSearchAttributes = TypedSearchAttributes.empty,
+) -> None:
     """One village list's worth of bare lifecycles, up to the registration being scheduled."""
-    await nominate(client, workflow_ids)
-    await step_all(client, workflow_ids, FloorWorkflow.verify)
-    await step_all(client, workflow_ids, FloorWorkflow.approve_budget)
+    await nominate(client, workflow_ids, workflow=workflow, search_attributes=search_attributes)
+    await step_all(client, workflow_ids, "verify")
+    await step_all(client, workflow_ids, "approve_budget")

@@ -83,12 +83,12 @@ class Side:
     step: Latencies | None = None
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @contextmanager
-def _workdir(keep: Path | None) -> Iterator[Path]:
+def workdir_for(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         yield keep
@@ -133,7 +133,7 @@ async def _progress(what: str, done: Callable[[], int], total: int) -> None:
         await asyncio.sleep(10)
         count = done()
         rate = count / (time.monotonic() - started)
-        _say(f"{what}: {count:,}/{total:,} ({rate:.1f}/s)")
+        say(f"{what}: {count:,}/{total:,} ({rate:.1f}/s)")
 
 
 async def _in_villages(
@@ -202,7 +202,7 @@ async def _floor_side(
         ticker.cancel()
         side.cpu_s = {name: w.stop() for name, w in windows.items()}
         side.per_s = options.size / side.seconds
-        _say(f"floor: {options.size:,} lifecycles in {side.seconds:.1f} s ({side.per_s:.1f}/s)")
+        say(f"floor: {options.size:,} lifecycles in {side.seconds:.1f} s ({side.per_s:.1f}/s)")
 
         probe_ids = [f"floor-probe-{i}" for i in range(options.probes)]
         await floor.nominate(client, probe_ids)
@@ -213,7 +213,7 @@ async def _floor_side(
             return True
 
         side.step = await open_loop(verify, count=options.probes, per_second=PROBE_RATE_PER_S)
-        _say(
+        say(
             f"floor update at {PROBE_RATE_PER_S:.0f}/s: "
             f"p50 {side.step.p50_ms:.0f} ms, p99 {side.step.p99_ms:.0f} ms"
         )
@@ -285,7 +285,7 @@ async def _rentan_side(
                 task.cancel()
             side.cpu_s = {name: w.stop() for name, w in windows.items()}
             side.per_s = options.size / side.seconds
-            _say(
+            say(
                 f"rentan: {options.size:,} enrollments active in {side.seconds:.1f} s "
                 f"({side.per_s:.1f}/s)"
             )
@@ -299,7 +299,7 @@ async def _rentan_side(
                 count=len(probe_ids),
                 per_second=PROBE_RATE_PER_S,
             )
-            _say(
+            say(
                 f"rentan verification at {PROBE_RATE_PER_S:.0f}/s: "
                 f"p50 {side.step.p50_ms:.0f} ms, p99 {side.step.p99_ms:.0f} ms"
             )
@@ -316,7 +316,7 @@ async def _rentan_side(
                 count=options.probes,
                 per_second=PROBE_RATE_PER_S,
             )
-            _say(
+            say(
                 f"history reads at {PROBE_RATE_PER_S:.0f}/s: "
                 f"p50 {history.p50_ms:.0f} ms, p95 {history.p95_ms:.0f} ms"
             )
@@ -328,22 +328,37 @@ async def _rentan_side(
     return side, history
 
 
+def temporal_child(workdir: Path) -> tuple[dict[str, str], Settings, Child]:
+    """A Temporal dev server for a run in ``workdir`` (not started): its environment, settings
+    and child process, on free ports with rentan's pragmas and search attributes."""
+    env = _env(workdir)
+    settings = _settings(env)
+    logs = workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    temporal = Child(
+        "temporal", temporal_dev_server_argv(settings), env=env, log_path=logs / "temporal.log"
+    )
+    return env, settings, temporal
+
+
+async def start_temporal(settings: Settings, temporal: Child) -> int:
+    """Start the server and wait until it answers; its pid."""
+    temporal.start()
+    await wait_until(
+        lambda: temporal_ready(settings), what="Temporal", timeout_s=60, children=[temporal]
+    )
+    assert temporal.process is not None
+    return temporal.process.pid
+
+
 async def run_bench(options: BenchOptions) -> dict[str, Any]:
     lists = cohort.generate(options.size, period_start=dt.date.today().replace(day=1))
-    with _workdir(options.keep) as workdir:
-        env = _env(workdir)
-        settings = _settings(env)
+    with workdir_for(options.keep) as workdir:
+        env, settings, temporal = temporal_child(workdir)
         logs = workdir / "logs"
-        logs.mkdir(exist_ok=True)
-        temporal = Child(
-            "temporal", temporal_dev_server_argv(settings), env=env, log_path=logs / "temporal.log"
-        )
         children: dict[str, Child] = {"temporal": temporal}
         try:
-            temporal.start()
-            await wait_until(
-                lambda: temporal_ready(settings), what="Temporal", timeout_s=60, children=[temporal]
-            )
+            temporal_pid = await start_temporal(settings, temporal)
             upgrade(settings.resolved_database_url)
             engine = make_engine(settings.resolved_database_url)
             ensure_dev_keys(engine, workdir)
@@ -353,11 +368,10 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
             )
             sim.start()
             children["bpjs-sim"] = sim
-            _say(f"stack in {workdir}; floor first, {options.size:,} lifecycles")
-            assert temporal.process is not None
-            floor_side = await _floor_side(settings, env, lists, options, temporal.process.pid)
+            say(f"stack in {workdir}; floor first, {options.size:,} lifecycles")
+            floor_side = await _floor_side(settings, env, lists, options, temporal_pid)
             # rentan's peak on the server is its own, not the floor's before it.
-            reset_peak_rss(temporal.process.pid)
+            reset_peak_rss(temporal_pid)
 
             for name in ("worker", "api"):
                 child = Child(name, rentan_argv(name), env=env, log_path=logs / f"{name}.log")
@@ -370,7 +384,7 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
                 timeout_s=90,
                 children=list(children.values()),
             )
-            _say(f"rentan: {options.size:,} enrollments through the API")
+            say(f"rentan: {options.size:,} enrollments through the API")
             measured = {k: children[k] for k in ("temporal", "worker", "api", "bpjs-sim")}
             ours, history = await _rentan_side(settings, env, lists, options, measured, workdir)
         finally:
