@@ -40,11 +40,11 @@ RENTAN_SEARCH_ATTRIBUTES = TypedSearchAttributes(
         SearchAttributePair(sa.CATEGORY, "linmas"),
     ]
 )
-VARIANTS: dict[str, tuple[str, TypedSearchAttributes]] = {
-    "floor": ("RentanFloor", TypedSearchAttributes.empty),
-    "search_attributes": ("RentanFloor", RENTAN_SEARCH_ATTRIBUTES),
-    "reminder": ("RentanFloorWithReminder", TypedSearchAttributes.empty),
-    "verification_record": ("RentanFloorWithVerificationRecord", TypedSearchAttributes.empty),
+VARIANTS: dict[str, floor.Shape] = {
+    "floor": floor.FLOOR,
+    "search_attributes": floor.Shape(search_attributes=RENTAN_SEARCH_ATTRIBUTES),
+    "reminder": floor.Shape("RentanFloorWithReminder"),
+    "verification_record": floor.Shape("RentanFloorWithVerificationRecord"),
 }
 
 
@@ -58,7 +58,6 @@ class Pass:
 
 
 async def run_pass(variant: str, round_: int, size: int) -> Pass:
-    workflow, search_attributes = VARIANTS[variant]
     with tempfile.TemporaryDirectory(prefix="rentan-extras-") as directory:
         env, settings, temporal = temporal_child(Path(directory))
         try:
@@ -73,12 +72,7 @@ async def run_pass(variant: str, round_: int, size: int) -> Pass:
 
                 async def one(workflow_ids: list[str]) -> None:
                     async with gate:
-                        await floor.lifecycle(
-                            client,
-                            workflow_ids,
-                            workflow=workflow,
-                            search_attributes=search_attributes,
-                        )
+                        await floor.lifecycle(client, workflow_ids, VARIANTS[variant])
 
                 server_0, worker_0 = cpu_seconds(server_pid), cpu_seconds(worker.pid)
                 started = time.perf_counter()

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
@@ -125,25 +126,30 @@ async def _gather_limited(limit: int, calls: Sequence[Any]) -> None:
     await asyncio.gather(*(one(c) for c in calls))
 
 
-async def nominate(
-    client: Client,
-    workflow_ids: list[str],
-    *,
-    workflow: str = "RentanFloor",
-    search_attributes: TypedSearchAttributes = TypedSearchAttributes.empty,
-) -> None:
+@dataclass(frozen=True)
+class Shape:
+    """What a floor lifecycle starts: which workflow, with which search attributes."""
+
+    workflow: str = "RentanFloor"
+    search_attributes: TypedSearchAttributes = TypedSearchAttributes.empty
+
+
+FLOOR = Shape()
+
+
+async def nominate(client: Client, workflow_ids: list[str], shape: Shape = FLOOR) -> None:
     async def start(workflow_id: str) -> None:
         await client.execute_update_with_start_workflow(
             "nominate",
             "nominated",
             start_workflow_operation=WithStartWorkflowOperation(
-                workflow,
+                shape.workflow,
                 workflow_id,
                 id=workflow_id,
                 task_queue=FLOOR_TASK_QUEUE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                search_attributes=search_attributes,
+                search_attributes=shape.search_attributes,
             ),
             result_type=int,
         )
@@ -165,14 +171,8 @@ async def step_all(client: Client, workflow_ids: list[str], update: str) -> None
     await _gather_limited(STEP_CONCURRENCY, [lambda w=w: one(w) for w in workflow_ids])
 
 
-async def lifecycle(
-    client: Client,
-    workflow_ids: list[str],
-    *,
-    workflow: str = "RentanFloor",
-    search_attributes: TypedSearchAttributes = TypedSearchAttributes.empty,
-) -> None:
+async def lifecycle(client: Client, workflow_ids: list[str], shape: Shape = FLOOR) -> None:
     """One village list's worth of bare lifecycles, up to the registration being scheduled."""
-    await nominate(client, workflow_ids, workflow=workflow, search_attributes=search_attributes)
+    await nominate(client, workflow_ids, shape)
     await step_all(client, workflow_ids, "verify")
     await step_all(client, workflow_ids, "approve_budget")

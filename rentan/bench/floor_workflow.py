@@ -29,7 +29,7 @@ async def floor_register(workflow_id: str) -> str:
 
 
 class _Steps:
-    """The three human steps, each an Update that only counts."""
+    """The nomination and the budget approval, Updates that only count, and what follows."""
 
     def __init__(self) -> None:
         self.steps = 0
@@ -56,11 +56,8 @@ class _Steps:
         return self.steps
 
 
-@workflow.defn(name="RentanFloor")
-class FloorWorkflow(_Steps):
-    @workflow.run
-    async def run(self, workflow_id: str) -> None:
-        await self._registered(workflow_id)
+class _BareSteps(_Steps):
+    """The verification too, as an Update that only counts."""
 
     @workflow.update
     def verify(self, _: str) -> int:
@@ -68,8 +65,15 @@ class FloorWorkflow(_Steps):
         return self.steps
 
 
+@workflow.defn(name="RentanFloor")
+class FloorWorkflow(_BareSteps):
+    @workflow.run
+    async def run(self, workflow_id: str) -> None:
+        await self._registered(workflow_id)
+
+
 @workflow.defn(name="RentanFloorWithReminder")
-class FloorWithReminder(_Steps):
+class FloorWithReminder(_BareSteps):
     """Plus rentan's verification reminder: a timer started at nomination and cancelled by the
     verification, as ``EnrollmentWorkflow._await_verification`` does."""
 
@@ -80,11 +84,6 @@ class FloorWithReminder(_Steps):
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self.steps >= 2, timeout=REMINDER_WAIT)
         await self._registered(workflow_id)
-
-    @workflow.update
-    def verify(self, _: str) -> int:
-        self.steps += 1
-        return self.steps
 
 
 @workflow.defn(name="RentanFloorWithVerificationRecord")

@@ -24,7 +24,7 @@ from rentan.bench.floor_workflow import (
     FloorWorkflow,
     floor_register,
 )
-from worker import worker_tuning
+from worker import ACTIVITY_SLOTS, worker_tuning
 
 
 def test_summary_takes_medians_and_pairs_by_round() -> None:
@@ -72,7 +72,7 @@ async def test_each_variant_adds_its_extra_to_the_floors_history(
 ) -> None:
     env = dev_server_env
     run = uuid.uuid4().hex[:8]
-    with ThreadPoolExecutor(max_workers=4) as executor:
+    with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
         async with Worker(
             env.client,
             task_queue=FLOOR_TASK_QUEUE,
@@ -81,14 +81,9 @@ async def test_each_variant_adds_its_extra_to_the_floors_history(
             **worker_tuning(executor, sandboxed=True),
         ):
             counts: dict[str, Counter[str]] = {}
-            for variant, (workflow, search_attributes) in VARIANTS.items():
+            for variant, shape in VARIANTS.items():
                 workflow_id = f"{variant}-{run}"
-                await floor.lifecycle(
-                    env.client,
-                    [workflow_id],
-                    workflow=workflow,
-                    search_attributes=search_attributes,
-                )
+                await floor.lifecycle(env.client, [workflow_id], shape)
                 handle = env.client.get_workflow_handle(workflow_id)
                 # Done once the coverage timer is started (after the record's marker).
                 for _ in range(200):
@@ -101,7 +96,7 @@ async def test_each_variant_adds_its_extra_to_the_floors_history(
                 if variant == "search_attributes":
                     described = await handle.describe()
                     # The server adds its own (BuildIds); rentan's four are there as given.
-                    given = _pairs(search_attributes).items()
+                    given = _pairs(shape.search_attributes).items()
                     assert given and given <= _pairs(described.typed_search_attributes).items()
 
     base = counts["floor"]
