@@ -45,6 +45,7 @@ VARIANTS: dict[str, floor.Shape] = {
     "search_attributes": floor.Shape(search_attributes=RENTAN_SEARCH_ATTRIBUTES),
     "reminder": floor.Shape("RentanFloorWithReminder"),
     "verification_record": floor.Shape("RentanFloorWithVerificationRecord"),
+    "nomination_record": floor.Shape("RentanFloorWithNominationRecord"),
 }
 
 

@@ -30,6 +30,7 @@ from temporalio.worker import Worker
 
 from rentan.bench.floor_workflow import (
     FLOOR_TASK_QUEUE,
+    FloorWithNominationRecord,
     FloorWithReminder,
     FloorWithVerificationRecord,
     FloorWorkflow,
@@ -71,7 +72,12 @@ def _serve(
             worker = Worker(
                 client,
                 task_queue=FLOOR_TASK_QUEUE,
-                workflows=[FloorWorkflow, FloorWithReminder, FloorWithVerificationRecord],
+                workflows=[
+                    FloorWorkflow,
+                    FloorWithReminder,
+                    FloorWithVerificationRecord,
+                    FloorWithNominationRecord,
+                ],
                 activities=[floor_register, floor_record, floor_note],
                 **worker_tuning(executor),
             )

@@ -28,8 +28,8 @@ async def floor_register(workflow_id: str) -> str:
     return workflow_id
 
 
-class _Steps:
-    """The nomination and the budget approval, Updates that only count, and what follows."""
+class _Lifecycle:
+    """The budget approval, an Update that only counts, and what follows the three steps."""
 
     def __init__(self) -> None:
         self.steps = 0
@@ -46,23 +46,35 @@ class _Steps:
         await workflow.sleep(COVERAGE_WAIT)
 
     @workflow.update
-    def nominate(self, _: str) -> int:
-        self.steps += 1
-        return self.steps
-
-    @workflow.update
     def approve_budget(self, _: str) -> int:
         self.steps += 1
         return self.steps
 
+    async def _noted(self, workflow_id: str) -> int:
+        """A step that runs a local activity before it answers (where rentan writes its record)."""
+        await workflow.execute_local_activity(
+            "floor_note", workflow_id, start_to_close_timeout=ACTIVITY_TIMEOUT
+        )
+        self.steps += 1
+        return self.steps
 
-class _BareSteps(_Steps):
-    """The verification too, as an Update that only counts."""
 
+class _BareNomination(_Lifecycle):
+    @workflow.update
+    def nominate(self, _: str) -> int:
+        self.steps += 1
+        return self.steps
+
+
+class _BareVerification(_Lifecycle):
     @workflow.update
     def verify(self, _: str) -> int:
         self.steps += 1
         return self.steps
+
+
+class _BareSteps(_BareNomination, _BareVerification):
+    """Every human step an Update that only counts."""
 
 
 @workflow.defn(name="RentanFloor")
@@ -87,7 +99,7 @@ class FloorWithReminder(_BareSteps):
 
 
 @workflow.defn(name="RentanFloorWithVerificationRecord")
-class FloorWithVerificationRecord(_Steps):
+class FloorWithVerificationRecord(_BareNomination):
     """Plus a local activity in the verification's Update before it answers, where rentan writes
     the verifier's decision (the body does nothing)."""
 
@@ -97,8 +109,18 @@ class FloorWithVerificationRecord(_Steps):
 
     @workflow.update
     async def verify(self, workflow_id: str) -> int:
-        await workflow.execute_local_activity(
-            "floor_note", workflow_id, start_to_close_timeout=ACTIVITY_TIMEOUT
-        )
-        self.steps += 1
-        return self.steps
+        return await self._noted(workflow_id)
+
+
+@workflow.defn(name="RentanFloorWithNominationRecord")
+class FloorWithNominationRecord(_BareVerification):
+    """Plus a local activity in the nomination's Update (the update-with-start), where rentan
+    writes the enrollment's row, the person and the first audit entry."""
+
+    @workflow.run
+    async def run(self, workflow_id: str) -> None:
+        await self._registered(workflow_id)
+
+    @workflow.update
+    async def nominate(self, workflow_id: str) -> int:
+        return await self._noted(workflow_id)

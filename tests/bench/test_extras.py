@@ -19,6 +19,7 @@ from rentan.bench import floor
 from rentan.bench.extras import VARIANTS, Pass, summary
 from rentan.bench.floor_workflow import (
     FLOOR_TASK_QUEUE,
+    FloorWithNominationRecord,
     FloorWithReminder,
     FloorWithVerificationRecord,
     FloorWorkflow,
@@ -76,7 +77,12 @@ async def test_each_variant_adds_its_extra_to_the_floors_history(
         async with Worker(
             env.client,
             task_queue=FLOOR_TASK_QUEUE,
-            workflows=[FloorWorkflow, FloorWithReminder, FloorWithVerificationRecord],
+            workflows=[
+                FloorWorkflow,
+                FloorWithReminder,
+                FloorWithVerificationRecord,
+                FloorWithNominationRecord,
+            ],
             activities=[floor_register, _record, _note],
             **worker_tuning(executor, sandboxed=True),
         ):
@@ -107,6 +113,7 @@ async def test_each_variant_adds_its_extra_to_the_floors_history(
     assert counts["reminder"] - base == Counter(
         {"EVENT_TYPE_TIMER_STARTED": 1, "EVENT_TYPE_TIMER_CANCELED": 1}
     )
-    assert counts["verification_record"] - base == Counter({"EVENT_TYPE_MARKER_RECORDED": 1})
+    for variant in ("verification_record", "nomination_record"):
+        assert counts[variant] - base == Counter({"EVENT_TYPE_MARKER_RECORDED": 1}), variant
     for variant in VARIANTS:
         assert base - counts[variant] == Counter(), variant  # nothing of the floor's is missing
