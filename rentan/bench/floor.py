@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
@@ -30,14 +30,32 @@ from temporalio.worker import Worker
 
 from rentan.bench.floor_workflow import (
     FLOOR_TASK_QUEUE,
-    FloorWithNominationRecord,
-    FloorWithReminder,
-    FloorWithVerificationRecord,
+    FLOOR_WORKFLOWS,
     FloorWorkflow,
+    floor_note,
     floor_register,
 )
 from rentan.nominations import START_CONCURRENCY
 from rentan.steps import STEP_CONCURRENCY
+
+
+def build_worker(
+    client: Client,
+    executor: ThreadPoolExecutor,
+    record: Callable[[str], None],
+    *,
+    sandboxed: bool = False,
+) -> Worker:
+    """A floor worker on rentan's tuning; ``record`` is the local activity ``floor_record``."""
+    from worker import worker_tuning
+
+    return Worker(
+        client,
+        task_queue=FLOOR_TASK_QUEUE,
+        workflows=FLOOR_WORKFLOWS,
+        activities=[floor_register, record, floor_note],
+        **worker_tuning(executor, sandboxed=sandboxed),
+    )
 
 
 def _serve(
@@ -48,14 +66,10 @@ def _serve(
     from rentan.logs import configure_logging
     from rentan.settings import get_settings
     from rentan.temporal import connect
-    from worker import ACTIVITY_SLOTS, run_worker_loop, worker_tuning
+    from worker import ACTIVITY_SLOTS, run_worker_loop
 
     settings = get_settings()
     configure_logging(level="WARNING", fmt="json")
-
-    @activity.defn(name="floor_note")
-    def floor_note(workflow_id: str) -> None:
-        """The variants' extra local activity: nothing to write."""
 
     @activity.defn(name="floor_record")
     def floor_record(workflow_id: str) -> None:
@@ -69,19 +83,7 @@ def _serve(
     async def main() -> None:
         client = await connect(settings)
         with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
-            worker = Worker(
-                client,
-                task_queue=FLOOR_TASK_QUEUE,
-                workflows=[
-                    FloorWorkflow,
-                    FloorWithReminder,
-                    FloorWithVerificationRecord,
-                    FloorWithNominationRecord,
-                ],
-                activities=[floor_register, floor_record, floor_note],
-                **worker_tuning(executor),
-            )
-            async with worker:
+            async with build_worker(client, executor, floor_record):
                 ready.set()
                 await asyncio.to_thread(stop.wait)
 

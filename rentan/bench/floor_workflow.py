@@ -28,6 +28,11 @@ async def floor_register(workflow_id: str) -> str:
     return workflow_id
 
 
+@activity.defn(name="floor_note")
+def floor_note(workflow_id: str) -> None:
+    """The variants' extra local activity: nothing to write."""
+
+
 class _Lifecycle:
     """The budget approval, an Update that only counts, and what follows the three steps."""
 
@@ -124,3 +129,11 @@ class FloorWithNominationRecord(_BareVerification):
     @workflow.update
     async def nominate(self, workflow_id: str) -> int:
         return await self._noted(workflow_id)
+
+
+FLOOR_WORKFLOWS = [
+    FloorWorkflow,
+    FloorWithReminder,
+    FloorWithVerificationRecord,
+    FloorWithNominationRecord,
+]

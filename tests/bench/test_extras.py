@@ -13,19 +13,10 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.common import TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from rentan.bench import floor
 from rentan.bench.extras import VARIANTS, Pass, summary
-from rentan.bench.floor_workflow import (
-    FLOOR_TASK_QUEUE,
-    FloorWithNominationRecord,
-    FloorWithReminder,
-    FloorWithVerificationRecord,
-    FloorWorkflow,
-    floor_register,
-)
-from worker import ACTIVITY_SLOTS, worker_tuning
+from worker import ACTIVITY_SLOTS
 
 
 def test_summary_takes_medians_and_pairs_by_round() -> None:
@@ -53,11 +44,6 @@ def _record(workflow_id: str) -> None:
     """The floor worker's counter lives in its process; here nothing needs counting."""
 
 
-@activity.defn(name="floor_note")
-def _note(workflow_id: str) -> None:
-    pass
-
-
 def _pairs(attributes: TypedSearchAttributes) -> dict[str, object]:
     return {pair.key.name: pair.value for pair in attributes}
 
@@ -74,18 +60,7 @@ async def test_each_variant_adds_its_extra_to_the_floors_history(
     env = dev_server_env
     run = uuid.uuid4().hex[:8]
     with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
-        async with Worker(
-            env.client,
-            task_queue=FLOOR_TASK_QUEUE,
-            workflows=[
-                FloorWorkflow,
-                FloorWithReminder,
-                FloorWithVerificationRecord,
-                FloorWithNominationRecord,
-            ],
-            activities=[floor_register, _record, _note],
-            **worker_tuning(executor, sandboxed=True),
-        ):
+        async with floor.build_worker(env.client, executor, _record, sandboxed=True):
             counts: dict[str, Counter[str]] = {}
             for variant, shape in VARIANTS.items():
                 workflow_id = f"{variant}-{run}"
