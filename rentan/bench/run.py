@@ -88,7 +88,7 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def workdir_for(keep: Path | None) -> Iterator[Path]:
+def _workdir(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         yield keep
@@ -353,7 +353,7 @@ async def start_temporal(settings: Settings, temporal: Child) -> int:
 
 async def run_bench(options: BenchOptions) -> dict[str, Any]:
     lists = cohort.generate(options.size, period_start=dt.date.today().replace(day=1))
-    with workdir_for(options.keep) as workdir:
+    with _workdir(options.keep) as workdir:
         env, settings, temporal = temporal_child(workdir)
         logs = workdir / "logs"
         children: dict[str, Child] = {"temporal": temporal}
