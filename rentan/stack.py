@@ -128,6 +128,13 @@ def temporal_dev_server_argv(settings: Settings) -> list[str]:
         # "warn" reports every slow gRPC call under load; errors are what operators need here.
         "--log-level",
         "error",
+        # Unless this is set explicitly, the dev server reads its search attributes from its
+        # database at every workflow task completion, start with attributes and visibility write
+        # (eleven reads per enrollment, BENCHMARKS.md): it is on for interactive use, where
+        # attributes are added while it runs. Ours are all registered at start-up (below), so the
+        # cache a production cluster keeps is safe here.
+        "--dynamic-config-value",
+        "system.forceSearchAttributesCacheRefreshOnRead=false",
         *dev_server_flags(),
     ]
 

@@ -1,0 +1,78 @@
+"""The embedded Temporal dev server as ``rentan up`` and ``rentan bench`` start it.
+
+Its search attributes are registered at start-up, so it keeps them cached as a production
+cluster does: workflows started with rentan's four attributes must not make the server read its
+cluster metadata from SQLite (the dev server's default re-reads it at every workflow task
+completion, start with attributes and visibility write: eleven reads per enrollment,
+BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client
+
+from rentan.bench import floor
+from rentan.bench.extras import VARIANTS
+from rentan.bench.run import start_temporal, temporal_child
+from rentan.stack import free_ports
+from worker import ACTIVITY_SLOTS
+from workflows import search_attributes as sa
+
+pytestmark = pytest.mark.stack
+LIFECYCLES = 10
+
+
+def _metadata_reads(metrics_port: int) -> float:
+    """How often the server has read its cluster metadata (and with it the attributes) so far."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+    total = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith("persistence_requests{") and re.search(
+            r'operation="GetCurrentClusterMetadata"', line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@activity.defn(name="floor_record")
+def _record(workflow_id: str) -> None:
+    """The floor's activation record: nothing to count here."""
+
+
+async def test_search_attributes_are_cached_and_searchable(tmp_path: Path) -> None:
+    _, settings, temporal = temporal_child(tmp_path)
+    [metrics_port] = free_ports(1)
+    temporal.argv += ["--metrics-port", str(metrics_port)]
+    await start_temporal(settings, temporal)
+    try:
+        client = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace
+        )
+        shape = VARIANTS["search_attributes"]  # rentan's four, with values of the cohort's shape
+        village = next(p.value for p in shape.search_attributes if p.key == sa.VILLAGE)
+        with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
+            async with floor.build_worker(client, executor, _record):
+                await floor.lifecycle(client, ["warm-up"], shape)
+                before = _metadata_reads(metrics_port)
+                # Each a start with the attributes, three Updates and their workflow tasks.
+                await floor.lifecycle(client, [f"w-{i}" for i in range(LIFECYCLES)], shape)
+                reads = _metadata_reads(metrics_port) - before
+        query = f"RentanVillage = '{village}'"
+        for _ in range(100):  # visibility is written asynchronously
+            found = [w.id async for w in client.list_workflows(query)]
+            if len(found) == LIFECYCLES + 1:
+                break
+            await asyncio.sleep(0.1)
+        assert len(found) == LIFECYCLES + 1
+        # The dev server's default read them seven to nine times per lifecycle here.
+        assert reads < LIFECYCLES
+    finally:
+        temporal.stop()
