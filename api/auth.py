@@ -21,7 +21,7 @@ READERS = frozenset(Role) - {Role.ADMIN}
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -45,7 +45,7 @@ def require(*roles: Role) -> Any:
     """A dependency admitting only ``roles``."""
     allowed = frozenset(roles)
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(403, f"role {principal.role.value} may not do this ({names} may)")
