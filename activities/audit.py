@@ -9,25 +9,25 @@ two appends reading the same previous hash would fork the chain.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, text
 from sqlalchemy import event as orm_events
+from sqlalchemy import text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
 from models.db import insert_new
+from models.prepared import Prepared
 from models.tables import AuditEvent, table
 
 GENESIS = "0" * 64
 # Arbitrary constant naming the audit chain's PostgreSQL advisory lock.
 _AUDIT_LOCK = 0x52454E54
-_HEAD = "audit_chain_head"
+_HEAD_INFO = "audit_chain_head"
 _LOG = table(AuditEvent)
 
 
@@ -85,13 +85,13 @@ def _forget_head_at_the_end(session: OrmSession, transaction: Any) -> None:
     """The cached head holds only inside the transaction that locked the chain. (A savepoint
     that ends without rollback keeps it: its rows are the transaction's.)"""
     if transaction.parent is None:
-        session.info.pop(_HEAD, None)
+        session.info.pop(_HEAD_INFO, None)
 
 
 @orm_events.listens_for(OrmSession, "after_soft_rollback")
 def _forget_head_on_rollback(session: OrmSession, *_: Any) -> None:
     """A rollback, a savepoint's too, may have taken back the row the head names."""
-    session.info.pop(_HEAD, None)
+    session.info.pop(_HEAD_INFO, None)
 
 
 def lock_chain(session: Session) -> None:
@@ -102,26 +102,27 @@ def lock_chain(session: Session) -> None:
         )
 
 
-@functools.cache
-def _append_statement(dialect: str) -> Insert:
-    return insert_new(_LOG, key="event_key", dialect=dialect).returning(_LOG.c.id)
+_APPEND = Prepared(
+    lambda dialect: insert_new(_LOG, key="event_key", dialect=dialect).returning(_LOG.c.id)
+)
 
 
-_HEAD_QUERY = select(_LOG.c.hash).order_by(_LOG.c.id.desc()).limit(1)
+_CHAIN_HEAD = Prepared(select(_LOG.c.hash).order_by(_LOG.c.id.desc()).limit(1))
 
 
 def append(session: Session, entry: AuditEntry) -> int | None:
     """Append ``entry`` unless its event_key is already in the log; its row id. Caller commits.
 
     Plain SQL statements, not ORM objects: every step of every enrollment appends here, and the
-    ORM's unit of work was most of the projection's cost in the bench's profile (BENCHMARKS.md).
+    ORM's unit of work was most of the projection's cost in the bench's profile; the insert is
+    prepared (models/prepared.py) for the same reason (BENCHMARKS.md).
     """
     session.flush()  # rows the caller added as objects are in the database before ours
     sql = session.connection()
-    prev = session.info.get(_HEAD)
+    prev = session.info.get(_HEAD_INFO)
     if prev is None:  # the transaction's first append: lock the chain and read its head
         lock_chain(session)
-        last = sql.execute(_HEAD_QUERY).first()
+        last = _CHAIN_HEAD.first(sql, {})
         prev = last[0] if last is not None else GENESIS
     values: dict[str, Any] = {
         "event_key": entry.event_key,
@@ -139,12 +140,12 @@ def append(session: Session, entry: AuditEntry) -> int | None:
         "prev_hash": prev,
     }
     values["hash"] = _hash(prev, values)
-    added = sql.execute(_append_statement(sql.dialect.name), values).first()
+    added = _APPEND.first(sql, values)
     if added is None:  # already in the log (a retried write): the head stays where it was
         return None
     # The chain is locked until the transaction ends, so its head stays ours: the next append in
     # this transaction (the group-commit writer batches many) links to it without a query.
-    session.info[_HEAD] = values["hash"]
+    session.info[_HEAD_INFO] = values["hash"]
     row_id: int = added[0]
     return row_id
 

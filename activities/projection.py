@@ -9,12 +9,11 @@ all: a savepoint of a transaction the group-commit writer shares among concurren
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from typing import Any
+from typing import NamedTuple
 
 from sqlalchemy import Insert, bindparam, func, insert, update
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, select
 from temporalio import activity
@@ -25,6 +24,7 @@ from domain.nik import mask
 from domain.premium import period_premium
 from domain.states import State
 from models.db import insert_new, upsert_into
+from models.prepared import Prepared
 from models.tables import Decision, Enrollment, Person, Program, table
 from models.writer import GroupCommitWriter
 from workflows.messages import (
@@ -42,12 +42,18 @@ from workflows.messages import (
 _ENROLLMENTS = table(Enrollment)
 _DECISIONS = table(Decision)
 _PEOPLE = table(Person)
-# Statements built once, their values given at execution (see ``models.db.insert_new``).
-_INSERT_ENROLLMENT = insert(_ENROLLMENTS)
+# Every step of every enrollment runs these: prepared (models/prepared.py), their values given
+# at execution (see ``models.db.insert_new``).
+_INSERT_ENROLLMENT = Prepared(insert(_ENROLLMENTS))
 # The row only takes a newer step; the SET columns are the parameters' other keys.
-_ADVANCE_ENROLLMENT = update(_ENROLLMENTS).where(
-    _ENROLLMENTS.c.id == bindparam("step_enrollment_id"),
-    _ENROLLMENTS.c.seq < bindparam("step_seq"),
+_ADVANCE_ENROLLMENT = Prepared(
+    update(_ENROLLMENTS).where(
+        _ENROLLMENTS.c.id == bindparam("step_enrollment_id"),
+        _ENROLLMENTS.c.seq < bindparam("step_seq"),
+    )
+)
+_INSERT_DECISION = Prepared(
+    lambda dialect: insert_new(_DECISIONS, key="event_key", dialect=dialect)
 )
 
 
@@ -96,8 +102,8 @@ class ProjectionActivities:
                 )
             sql = session.connection()
             _upsert_person(sql, record)
-            sql.execute(
-                _INSERT_ENROLLMENT,
+            _INSERT_ENROLLMENT.run(
+                sql,
                 dict(
                     id=inp.enrollment_id,
                     program_code=inp.program.code,
@@ -266,8 +272,8 @@ class ProjectionActivities:
 def _apply_transition(session: Session, step: Transition) -> None:
     # Statements, not ORM objects: these run for every step of every enrollment (BENCHMARKS.md).
     sql = session.connection()
-    applied = sql.execute(
-        _ADVANCE_ENROLLMENT,
+    applied = _ADVANCE_ENROLLMENT.run(
+        sql,
         {
             "step_enrollment_id": step.enrollment_id,
             "step_seq": step.seq,
@@ -277,7 +283,7 @@ def _apply_transition(session: Session, step: Transition) -> None:
             **_changed_columns(step.changes),
         },
     )
-    if applied.rowcount == 0:  # already applied (a retry), or the row is not there at all
+    if applied == 0:  # already applied (a retry), or the row is not there at all
         if (
             sql.execute(
                 select(_ENROLLMENTS.c.id).where(_ENROLLMENTS.c.id == step.enrollment_id)
@@ -300,7 +306,7 @@ def _apply_transition(session: Session, step: Transition) -> None:
             "state_after": step.state_after,
             "decided_at": step.occurred_at,
         }
-        sql.execute(insert_new(_DECISIONS, key="event_key", dialect=sql.dialect.name), decision)
+        _INSERT_DECISION.run(sql, decision)
     audit.append(
         session,
         audit.AuditEntry(
@@ -320,29 +326,40 @@ def _apply_transition(session: Session, step: Transition) -> None:
     )
 
 
-_HOLDER = select(
-    _ENROLLMENTS.c.id, _ENROLLMENTS.c.workflow_id, _ENROLLMENTS.c.village_code, _ENROLLMENTS.c.state
-).where(
-    _ENROLLMENTS.c.program_code == bindparam("program_code"),
-    _ENROLLMENTS.c.person_key == bindparam("person_key"),
+class _Holder(NamedTuple):
+    id: str
+    workflow_id: str
+    village_code: str
+    state: str
+
+
+_HOLDER = Prepared(
+    select(
+        _ENROLLMENTS.c.id,
+        _ENROLLMENTS.c.workflow_id,
+        _ENROLLMENTS.c.village_code,
+        _ENROLLMENTS.c.state,
+    ).where(
+        _ENROLLMENTS.c.program_code == bindparam("program_code"),
+        _ENROLLMENTS.c.person_key == bindparam("person_key"),
+    )
 )
 
 
-def _holder(session: Session, program_code: str, person_key: str) -> Row[Any] | None:
-    """Who holds this person's enrollment in the program, if anyone (id, workflow, village,
-    state): a plain row, as the ORM object cost a load per nomination."""
-    return (
-        session.connection()
-        .execute(_HOLDER, {"program_code": program_code, "person_key": person_key})
-        .first()
+def _holder(session: Session, program_code: str, person_key: str) -> _Holder | None:
+    """Who holds this person's enrollment in the program, if anyone: a plain row, as the ORM
+    object cost a load per nomination."""
+    row = _HOLDER.first(
+        session.connection(), {"program_code": program_code, "person_key": person_key}
     )
+    return None if row is None else _Holder(*row)
 
 
 def _upsert_person(sql: Connection, record: NominationRecord) -> None:
     """The person as this nomination gives them; a phone left blank keeps the one on file."""
     inp = record.input
-    sql.execute(
-        _person_upsert(sql.dialect.name),
+    _UPSERT_PERSON.run(
+        sql,
         {
             "person_key": inp.person_key,
             "nik_masked": mask(inp.person.nik),
@@ -354,7 +371,6 @@ def _upsert_person(sql: Connection, record: NominationRecord) -> None:
     )
 
 
-@functools.cache
 def _person_upsert(dialect: str) -> Insert:
     insert = upsert_into(_PEOPLE, dialect)
     return insert.on_conflict_do_update(
@@ -364,6 +380,9 @@ def _person_upsert(dialect: str) -> Insert:
             "phone": func.coalesce(func.nullif(insert.excluded.phone, ""), _PEOPLE.c.phone),
         },
     )
+
+
+_UPSERT_PERSON = Prepared(_person_upsert)
 
 
 def _changed_columns(changes: EnrollmentChanges | None) -> dict[str, object]:

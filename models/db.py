@@ -80,7 +80,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
-    connection.exec_driver_sql(f"BEGIN {mode}")
+    # On the driver itself: SQLAlchemy's execution context for this one statement cost as much
+    # as SQLite's own work for it, at every transaction (models/prepared.py).
+    connection.connection.driver_connection.execute(f"BEGIN {mode}")
 
 
 _write_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()

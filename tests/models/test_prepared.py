@@ -1,0 +1,95 @@
+"""Prepared statements write what ``Connection.execute`` writes, on both databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import Engine
+
+from activities.audit import _LOG
+from activities.projection import _UPSERT_PERSON
+from models.db import insert_new
+from models.prepared import Prepared
+from models.tables import Enrollment, Person, table
+
+# Not UTC on purpose: both paths must convert it the same way.
+AT = dt.datetime(2026, 11, 27, 20, 30, 1, 123456, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+
+
+def audit_row(event_key: str) -> dict[str, object]:
+    return {
+        "event_key": event_key,
+        "occurred_at": AT,
+        "actor": "dpmd-verifier",
+        "role": "dpmd_verifier",
+        "action": "verified",
+        "enrollment_id": None,
+        "workflow_id": "wf",
+        "run_id": "run",
+        "state_before": "nominated",
+        "state_after": "verified",
+        "reason": "",
+        "detail": "{}",
+        "prev_hash": "0" * 64,
+        "hash": "1" * 64,
+    }
+
+
+def test_a_prepared_insert_stores_what_sqlalchemy_stores(engine: Engine) -> None:
+    statement = insert_new(_LOG, key="event_key", dialect=engine.dialect.name)
+    prepared = Prepared(statement.returning(_LOG.c.id))
+    with engine.begin() as sql:
+        sql.execute(statement, audit_row("by-sqlalchemy"))
+        added = prepared.first(sql, audit_row("prepared"))
+        again = prepared.first(sql, audit_row("prepared"))  # ON CONFLICT DO NOTHING
+    assert added is not None and isinstance(added[0], int)
+    assert again is None
+    with engine.connect() as sql:
+        # The stored values as the database holds them, not as the ORM reads them back.
+        rows = sql.execute(
+            text("SELECT event_key, occurred_at, actor, state_after FROM audit_event ORDER BY id")
+        ).all()
+    assert [row[0] for row in rows] == ["by-sqlalchemy", "prepared"]
+    assert rows[0][1:] == rows[1][1:]
+
+
+def test_run_counts_the_rows_a_statement_changed(engine: Engine) -> None:
+    statement = insert_new(_LOG, key="event_key", dialect=engine.dialect.name)
+    prepared = Prepared(statement)
+    with engine.begin() as sql:
+        assert prepared.run(sql, audit_row("once")) == 1
+        assert prepared.run(sql, audit_row("once")) == 0
+
+
+def test_a_literal_in_the_statement_is_sent_with_it(engine: Engine) -> None:
+    """The person upsert's ``nullif(phone, '')``: the '' is the statement's own parameter."""
+    person = {
+        "person_key": "pk-prepared",
+        "nik_masked": "1603********0001",
+        "full_name": "Siti Aminah",
+        "birth_date": dt.date(1985, 5, 15),
+        "gender": "F",
+        "phone": "081234567890",
+    }
+    with engine.begin() as sql:
+        _UPSERT_PERSON.run(sql, person)
+        _UPSERT_PERSON.run(sql, {**person, "full_name": "Siti Aminah S", "phone": ""})
+    with engine.connect() as sql:
+        row = sql.execute(
+            select(table(Person).c.full_name, table(Person).c.phone, table(Person).c.birth_date)
+        ).one()
+    assert (row.full_name, row.phone, row.birth_date) == (
+        "Siti Aminah S",
+        "081234567890",
+        dt.date(1985, 5, 15),
+    )
+
+
+def test_a_default_computed_at_execution_is_refused(engine: Engine) -> None:
+    """SQLAlchemy fills column defaults in its execution context, which a prepared statement
+    skips: leaving one out must fail loudly, not store NULL."""
+    prepared = Prepared(insert(table(Enrollment)))
+    with engine.begin() as sql, pytest.raises(ValueError, match="seq, nominated_at, updated_at"):
+        prepared.run(sql, {"id": "enr_x", "program_code": "ME"})
