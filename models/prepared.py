@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -68,10 +69,14 @@ class Prepared:
         for name, process in form.processors:
             params[name] = process(params[name])
         cursor = sql.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        if form.order is None:
-            cursor.execute(form.sql, params)
-        else:
-            cursor.execute(form.sql, tuple(params[name] for name in form.order))
+        try:
+            if form.order is None:
+                cursor.execute(form.sql, params)
+            else:
+                cursor.execute(form.sql, tuple(params[name] for name in form.order))
+        except dialect.loaded_dbapi.Error as exc:
+            cursor.close()
+            raise _as_sqlalchemy_error(sql, form.sql, params, exc) from exc
         return cursor
 
     def _compile(self, dialect: Dialect, names: frozenset[str]) -> _Form:
@@ -100,3 +105,23 @@ class Prepared:
             raise ValueError(f"no value for {sorted(missing)}")
         order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
         return _Form(compiled.string, order, fixed, tuple(processors))
+
+
+def _as_sqlalchemy_error(
+    sql: Connection, statement: str, params: Mapping[str, Any], exc: Exception
+) -> BaseException:
+    """The driver's error as ``Connection.execute`` would have raised it: callers catch
+    SQLAlchemy's ``IntegrityError`` or ``DataError``, and the group-commit writer retries a
+    batch when the database dropped its connection (``connection_invalidated``)."""
+    dialect = sql.dialect
+    lost = dialect.is_disconnect(exc, sql.connection.dbapi_connection, None)  # type: ignore[arg-type]
+    if lost:
+        sql.invalidate(exc)
+    return DBAPIError.instance(
+        statement,
+        dict(params),
+        exc,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=lost,
+        dialect=dialect,
+    )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import psycopg
 import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from activities.audit import _LOG
 from activities.projection import _UPSERT_PERSON
-from models.db import insert_new
+from models.db import insert_new, make_engine
 from models.prepared import Prepared
 from models.tables import Enrollment, Person, table
 
@@ -93,3 +95,32 @@ def test_a_default_computed_at_execution_is_refused(engine: Engine) -> None:
     prepared = Prepared(insert(table(Enrollment)))
     with engine.begin() as sql, pytest.raises(ValueError, match="seq, nominated_at, updated_at"):
         prepared.run(sql, {"id": "enr_x", "program_code": "ME"})
+
+
+def test_a_refused_write_raises_what_sqlalchemy_raises(engine: Engine) -> None:
+    """Callers catch SQLAlchemy's errors (a nomination losing the race for its row), not the
+    driver's."""
+    prepared = Prepared(insert(_LOG))  # no ON CONFLICT: the second insert breaks the unique key
+    with engine.begin() as sql:
+        prepared.run(sql, audit_row("twice"))
+        with pytest.raises(IntegrityError):
+            prepared.run(sql, audit_row("twice"))
+
+
+def test_a_lost_connection_is_reported_as_such(postgres_url: str) -> None:
+    """The group-commit writer runs a batch again on a fresh connection only when the error
+    says the old one was invalidated."""
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as sql:
+            pid = sql.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(DBAPIError) as raised:
+                Prepared(insert_new(_LOG, key="event_key", dialect="postgresql")).run(
+                    sql, audit_row("after the kill")
+                )
+            assert raised.value.connection_invalidated
+            assert sql.invalidated
+    finally:
+        engine.dispose()
