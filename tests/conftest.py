@@ -28,6 +28,7 @@ from models.db import make_engine
 from models.migrate import upgrade
 from rentan.binaries import temporal_cli, temporal_test_server
 from rentan.settings import Settings
+from rentan.stack import dev_server_sqlite_flags
 from rentan.temporal import data_converter
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -159,12 +160,7 @@ async def dev_server_env(
         data_converter=converter,
         dev_server_existing_path=str(temporal_cli()),
         dev_server_database_filename=str(db_file),
-        dev_server_extra_args=[
-            "--sqlite-pragma",
-            "journal_mode=wal",
-            "--sqlite-pragma",
-            "synchronous=normal",
-        ],
+        dev_server_extra_args=dev_server_sqlite_flags(),
         search_attributes=SEARCH_ATTRIBUTES,
     )
     env.temporal_db_file = db_file  # type: ignore[attr-defined]
