@@ -167,7 +167,7 @@ class ProjectionActivities:
 
         def write(session: Session) -> None:
             for step in steps:
-                _apply_transition(session, step)
+                apply_transition(session, step)
 
         await self.writer.run(write)
 
@@ -269,7 +269,10 @@ class ProjectionActivities:
         await self.writer.run(write)
 
 
-def _apply_transition(session: Session, step: Transition) -> None:
+def apply_transition(session: Session, step: Transition) -> None:
+    """One step into the projection: the row, the decision (a human's) and the audit entry;
+    nothing that is there already. Also the API's, for the steps its callers write
+    (``rentan.steps.verify_many``)."""
     # Statements, not ORM objects: these run for every step of every enrollment (BENCHMARKS.md).
     sql = session.connection()
     applied = _ADVANCE_ENROLLMENT.run(

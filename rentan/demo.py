@@ -32,9 +32,8 @@ from rentan.nominations import nominate
 from rentan.programs import FundingSourceSpec, ProgramSpec, create_program
 from rentan.reports import GroupBy, coverage_report
 from rentan.settings import Settings
-from rentan.steps import approve_budget, send_many
+from rentan.steps import approve_budget, verify_many
 from rentan.temporal import connect
-from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import Actor, Verification
 
 DEMO_OPERATOR_ROLE = "village_operator"
@@ -188,7 +187,7 @@ async def _verify_all(client: Client, engine: Engine, ids: list[str], progress: 
     step = Verification(actor=VERIFIER, approve=True, reason="matches DPMD records (demo)")
     for start in range(0, len(pending), 200):
         batch = pending[start : start + 200]
-        await send_many(client, engine, batch, EnrollmentWorkflow.verify, step)
+        await verify_many(client, engine, batch, step)
         progress.advance(task, len(batch))
 
 

@@ -93,9 +93,15 @@ class NominationRequest:
 
 @dataclass(frozen=True)
 class Verification:
+    """The verifier's decision. ``recorded_by_caller``: an approval the caller writes to the
+    projection itself, from the answer's ``to_record`` (batch verification writes a whole list
+    in one transaction, ``rentan.steps.verify_many``); the workflow records it only with its
+    next write (``EnrollmentWorkflow.verify``)."""
+
     actor: Actor
     approve: bool
     reason: str = ""
+    recorded_by_caller: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,9 @@ class BudgetCommitment:
     funding_source: str
     amount_idr: int
     reason: str = ""
+    # The seq of the enrollment's row when the ledger committed: steps up to it are in the
+    # projection already, and the workflow's next write leaves them out.
+    projected_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,8 @@ class StepResult:
     enrollment_id: str
     state: str
     seq: int = 0
+    # Steps the caller is to write to the projection (a ``recorded_by_caller`` verification).
+    to_record: list[Transition] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

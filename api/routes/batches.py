@@ -21,8 +21,7 @@ from api.steps import actor_of, audit_refused_outcomes
 from domain.states import State
 from models.tables import Enrollment
 from rentan.keys import Principal, Role
-from rentan.steps import StepOutcome, StepRefused, approve_budget, send_many
-from workflows.enrollment import EnrollmentWorkflow
+from rentan.steps import StepOutcome, StepRefused, approve_budget, verify_many
 from workflows.messages import Verification
 
 router = APIRouter(prefix="/v1/programs/{code}", tags=["batches"])
@@ -46,7 +45,10 @@ def _selected(
 
 
 def _results(outcomes: list[StepOutcome]) -> list[StepResultOut]:
-    return [StepResultOut(**o.__dict__) for o in outcomes]
+    return [
+        StepResultOut(enrollment_id=o.enrollment_id, ok=o.ok, state=o.state, error=o.error)
+        for o in outcomes
+    ]
 
 
 @router.post("/verifications")
@@ -57,14 +59,16 @@ async def verify_batch(
     session: SessionDep,
     principal: Principal = require(Role.DPMD_VERIFIER),
 ) -> BatchOut:
-    """Verify or reject listed enrollments, or a village's nominated ones; a result per id."""
+    """Verify or reject listed enrollments, or a village's nominated ones; a result per id.
+
+    The approvals' records are written by this call, together, before it answers
+    (``rentan.steps.verify_many``); a batch approval sent again before the budget approval answers
+    ``ok`` again and changes nothing (it hands over a record a lost answer left unwritten)."""
     load_program(session, code)
     ids = _selected(session, code, body, [State.NOMINATED.value])
     end_read(session)
     step = Verification(actor=actor_of(principal), approve=body.approve, reason=body.reason)
-    outcomes = await send_many(
-        await state.temporal(), state.engine, ids, EnrollmentWorkflow.verify, step
-    )
+    outcomes = await verify_many(await state.temporal(), state.engine, ids, step)
     audit_refused_outcomes(state, principal, "verification", outcomes)
     return BatchOut(results=_results(outcomes))
 
