@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from bpjs_sim.settings import SimConfig
 from models.tables import Enrollment
 from rentan.settings import Settings
-from rentan.steps import approve_budget, send_step
+from rentan.steps import approve_budget, send_step, verify_many
 from tests.harness import (
     BUDGET_OFFICER,
     OPERATOR,
@@ -88,13 +88,13 @@ async def test_record_histories(
         renewed, rejected, expired, failed, terminated, lapsed = (
             a.enrollment_id for a in result.accepted
         )
-        for enrollment_id in (renewed, failed, terminated, lapsed):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.verify,
-                Verification(actor=VERIFIER, approve=True, reason="ok"),
-            )
+        # As a batch verification approves: the workflow hands the record back to the caller.
+        await verify_many(
+            client,
+            engine,
+            [renewed, failed, terminated, lapsed],
+            Verification(actor=VERIFIER, approve=True, reason="ok"),
+        )
         await send_step(
             client,
             rejected,
