@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import budget
+from activities import audit, budget
 from activities.projection import apply_transition
 from domain.states import State
 from models.db import session_scope
@@ -107,6 +107,13 @@ async def send_many(
                 result = await send_step(client, row.workflow_id, update, arg)
             except StepRefused as exc:
                 return StepOutcome(enrollment_id, ok=False, error=exc.message)
+            except RPCError as err:
+                # One Update that could not be sent (Temporal restarting, a timeout) fails its
+                # own id, not the batch: the others' steps are taken and their answers count.
+                log.warning("step not sent", enrollment_id=enrollment_id, error=str(err)[:200])
+                return StepOutcome(
+                    enrollment_id, ok=False, error="could not be sent right now; send it again"
+                )
         return StepOutcome(
             enrollment_id,
             ok=True,
@@ -126,9 +133,10 @@ async def verify_many(
     Each workflow takes its approval at once and hands its record back (``to_record``); this
     call writes them all together before it answers, so a read after the answer sees them
     (read your writes), at a fraction of one local activity's cost each (BENCHMARKS.md).
-    Should it fail before writing, the steps are taken and their records follow with each
-    workflow's next write; sending the same approval again hands them over again. Rejections
-    end their workflows and are written by them, as a single verification is.
+    Should the write fail, the steps are taken but the projection still shows them
+    nominated: sending the same approval again (a batch) hands the records over again, and a
+    withdrawal carries them with its own. Rejections end their workflows and are written by
+    them, as a single verification is.
     """
     as_caller = replace(step, recorded_by_caller=step.approve)
     outcomes = await send_many(client, engine, enrollment_ids, EnrollmentWorkflow.verify, as_caller)
@@ -141,6 +149,9 @@ async def verify_many(
 def record_steps(engine: Engine, transitions: list[Transition]) -> None:
     """Write steps the workflows left to their caller; idempotent, as every projection write."""
     with session_scope(engine) as session:
+        # The audit chain's lock first, as the worker's writer takes it: on PostgreSQL a write
+        # holding an enrollment's row while waiting for the chain would deadlock against it.
+        audit.lock_chain(session)
         for transition in transitions:
             apply_transition(session, transition)
 

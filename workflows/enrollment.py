@@ -500,7 +500,9 @@ class EnrollmentWorkflow:
         """Whether this verification is written by its caller: only an approval (a rejection
         ends the workflow, which would take an unwritten record with it), and not while a record
         of the workflow's own is being written (the caller's could overtake it)."""
-        if not (step.recorded_by_caller and step.approve) or self.record_lock.locked():
+        # Runs from before lean steps keep the old path (and its search-attribute upsert).
+        lean = self.inp.lean_steps and self.inp.budget_recorded_by_registration
+        if not (lean and step.recorded_by_caller and step.approve) or self.record_lock.locked():
             return False
         if self.state == State.VERIFIED:
             # A repeat is answered only while the approval's own record is still pending.
