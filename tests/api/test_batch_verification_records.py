@@ -92,7 +92,9 @@ async def test_a_batch_writes_each_approval_before_it_answers(api: Api) -> None:
             ("nominated", "test-village_operator", "village_operator"),
             ("verified", "test-dpmd_verifier", "dpmd_verifier"),
         ]
-    # The budget and the registration follow as before, and write the verification once only.
+    # The budget and the registration follow as before; the trail holds each step once. (The
+    # registration leaving the verification out is not visible here: a second write of it
+    # would change nothing, by its event key.)
     await approve(api, *ids)
     for enrollment_id in ids:
         await wait_for(api, enrollment_id, "active")
@@ -104,6 +106,9 @@ async def test_a_batch_writes_each_approval_before_it_answers(api: Api) -> None:
             "registration_started",
             "activated",
         ]
+    # Once the budget is approved the approval is no longer handed over: sent again, refused.
+    again = await batch_verify(api, {"enrollment_ids": ids[:1], "approve": True})
+    assert again[0]["ok"] is False and "active" in again[0]["error"], again
     chain = await api.http.get("/v1/audit/verify", headers=api.auth("auditor"))
     assert chain.status_code == 200 and chain.json()["ok"] is True, chain.text
 
