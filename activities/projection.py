@@ -87,59 +87,9 @@ class ProjectionActivities:
     @activity.defn(name="record_nomination")
     async def record_nomination(self, record: NominationRecord) -> NominationOutcome:
         """Create the person and the enrollment row, or report who holds this period already."""
-        inp = record.input
 
         def write(session: Session) -> NominationOutcome:
-            existing = _holder(session, inp.program.code, inp.person_key)
-            if existing is not None:
-                if existing.workflow_id == record.workflow_id:
-                    return NominationOutcome(recorded=True)  # a retry of this very call
-                return NominationOutcome(
-                    recorded=False,
-                    existing_enrollment_id=existing.id,
-                    existing_village_code=existing.village_code,
-                    existing_state=existing.state,
-                )
-            sql = session.connection()
-            _upsert_person(sql, record)
-            _INSERT_ENROLLMENT.run(
-                sql,
-                dict(
-                    id=inp.enrollment_id,
-                    program_code=inp.program.code,
-                    person_key=inp.person_key,
-                    village_code=inp.village_code,
-                    district_code=inp.district_code,
-                    category=inp.category,
-                    full_name=inp.person.full_name,
-                    nik_masked=mask(inp.person.nik),
-                    state=record.state,
-                    declared_income_idr=inp.declared_income_idr,
-                    premium_idr=inp.premium_idr,
-                    workflow_id=record.workflow_id,
-                    seq=1,
-                    nominated_by=inp.nominated_by.name,
-                    nominated_at=record.occurred_at,
-                    updated_at=record.occurred_at,
-                ),
-            )
-            audit.append(
-                session,
-                audit.AuditEntry(
-                    event_key=f"{inp.enrollment_id}#1",
-                    occurred_at=record.occurred_at,
-                    actor=inp.nominated_by.name,
-                    role=inp.nominated_by.role,
-                    action="nominated",
-                    enrollment_id=inp.enrollment_id,
-                    workflow_id=record.workflow_id,
-                    run_id=record.run_id,
-                    state_before=None,
-                    state_after=record.state,
-                    detail={"village_code": inp.village_code, "category": inp.category},
-                ),
-            )
-            return NominationOutcome(recorded=True)
+            return write_nomination(session, record)
 
         try:
             return await self.writer.run(write)
@@ -267,6 +217,63 @@ class ProjectionActivities:
                 session.delete(row)
 
         await self.writer.run(write)
+
+
+def write_nomination(session: Session, record: NominationRecord) -> NominationOutcome:
+    """Create the person and the enrollment row, or report who holds this period already.
+    The nomination's local activity, and the API's for the rows a list's call writes itself
+    (``rentan.nominations``)."""
+    inp = record.input
+    existing = _holder(session, inp.program.code, inp.person_key)
+    if existing is not None:
+        if existing.workflow_id == record.workflow_id:
+            return NominationOutcome(recorded=True)  # a retry of this very call
+        return NominationOutcome(
+            recorded=False,
+            existing_enrollment_id=existing.id,
+            existing_village_code=existing.village_code,
+            existing_state=existing.state,
+        )
+    sql = session.connection()
+    _upsert_person(sql, record)
+    _INSERT_ENROLLMENT.run(
+        sql,
+        dict(
+            id=inp.enrollment_id,
+            program_code=inp.program.code,
+            person_key=inp.person_key,
+            village_code=inp.village_code,
+            district_code=inp.district_code,
+            category=inp.category,
+            full_name=inp.person.full_name,
+            nik_masked=mask(inp.person.nik),
+            state=record.state,
+            declared_income_idr=inp.declared_income_idr,
+            premium_idr=inp.premium_idr,
+            workflow_id=record.workflow_id,
+            seq=1,
+            nominated_by=inp.nominated_by.name,
+            nominated_at=record.occurred_at,
+            updated_at=record.occurred_at,
+        ),
+    )
+    audit.append(
+        session,
+        audit.AuditEntry(
+            event_key=f"{inp.enrollment_id}#1",
+            occurred_at=record.occurred_at,
+            actor=inp.nominated_by.name,
+            role=inp.nominated_by.role,
+            action="nominated",
+            enrollment_id=inp.enrollment_id,
+            workflow_id=record.workflow_id,
+            run_id=record.run_id,
+            state_before=None,
+            state_after=record.state,
+            detail={"village_code": inp.village_code, "category": inp.category},
+        ),
+    )
+    return NominationOutcome(recorded=True)
 
 
 def apply_transition(session: Session, step: Transition) -> None:

@@ -111,7 +111,7 @@ async def run_demo(
         )
         started = time.monotonic()
         with _progress(console) as progress:
-            ids = await _nominate_all(client, settings, program, lists, progress)
+            ids = await _nominate_all(client, engine, settings, program, lists, progress)
             await _verify_all(client, engine, ids, progress)
             await _commit_all(client, engine, program, progress)
             ok = await _await_settled(engine, program, len(ids), progress)
@@ -134,6 +134,7 @@ def _progress(console: Console) -> Progress:
 
 async def _nominate_all(
     client: Client,
+    engine: Engine,
     settings: Settings,
     program: Program,
     lists: list[cohort.VillageList],
@@ -155,6 +156,7 @@ async def _nominate_all(
         async with limit:
             result = await nominate(
                 client,
+                engine,
                 program=program,
                 village_code=item.village.code,
                 rows=list(enumerate(item.rows, start=1)),

@@ -1,8 +1,9 @@
 """A village's nomination list: validated row by row, each valid row started as a workflow.
 
 Valid rows are accepted even when others are rejected. Each accepted row is a workflow started
-together with its ``nominate`` Update (update-with-start): the answer comes only once the
-workflow has recorded the nomination, so it is durable and already readable. The workflow id
+together with its ``nominate`` Update (update-with-start), which hands the enrollment row back;
+the call writes the list's rows in one transaction before it answers, so an accepted row is
+durable (the workflow) and already readable (the projection). The workflow id
 derives from a keyed hash of NIK + program, so the same person nominated again for the same
 period, by any village, reaches the same workflow and is refused with a pointer to it; the same
 list sent twice changes nothing.
@@ -14,6 +15,8 @@ import asyncio
 import datetime as dt
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -28,17 +31,28 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from activities.projection import enrollment_id_for, program_terms
+from activities import audit
+from activities.projection import enrollment_id_for, program_terms, write_nomination
 from domain import nik as nik_rules
 from domain.errors import FieldError
 from domain.nomination import ProgramRules, WorkerRow, validate_row
 from domain.premium import period_premium
 from domain.regions import regions
+from models.db import session_scope
 from models.tables import Program
 from rentan.logs import get_logger
 from workflows import search_attributes as sa
 from workflows.enrollment import EnrollmentWorkflow
-from workflows.messages import Actor, EnrollmentInput, NominationRequest, PersonData, StepResult
+from workflows.messages import (
+    Actor,
+    EnrollmentInput,
+    NominationOutcome,
+    NominationRecord,
+    NominationRefusal,
+    NominationRequest,
+    PersonData,
+    StepResult,
+)
 
 log = get_logger("rentan.nominations")
 
@@ -79,6 +93,7 @@ class NominationResult:
 
 async def nominate(
     client: Client,
+    engine: Engine,
     *,
     program: Program,
     village_code: str,
@@ -142,16 +157,42 @@ async def nominate(
 
     limit = asyncio.Semaphore(START_CONCURRENCY)
 
-    async def start(number: int, inp: EnrollmentInput) -> Accepted | Rejected:
+    async def start(number: int, inp: EnrollmentInput) -> _Started | Rejected:
         async with limit:
             return await _start_one(client, number, inp, actor=actor, task_queue=task_queue)
 
     outcomes = await asyncio.gather(*(start(n, inp) for n, inp in starts))
-    for outcome in outcomes:
-        if isinstance(outcome, Accepted):
-            result.accepted.append(outcome)
+    started = [o for o in outcomes if isinstance(o, _Started)]
+    result.rejected += [o for o in outcomes if isinstance(o, Rejected)]
+    # In the order the workflows took them: the audit log then reads in time order.
+    records = sorted(
+        (o.step.nomination for o in started if o.step.nomination is not None),
+        key=lambda r: r.occurred_at,
+    )
+    try:
+        written = await asyncio.to_thread(record_nominations, engine, records)
+    except SQLAlchemyError as exc:
+        # The database is down or locked out: the workflows keep the nominations, and the same
+        # list sent again writes their rows.
+        log.warning("nomination rows not written", rows=len(records), error=str(exc)[:200])
+        written = None
+    for outcome in started:
+        record = outcome.step.nomination
+        masked = nik_rules.mask(outcome.inp.person.nik)
+        if record is None:  # nothing left to write: the row is there already
+            result.accepted.append(
+                Accepted(outcome.row, outcome.step.enrollment_id, masked, outcome.step.state)
+            )
+        elif written is None:
+            result.rejected.append(Rejected(outcome.row, masked, [_NOT_RECORDED]))
+        elif (refusal := written[record.input.enrollment_id]) is not None:
+            result.rejected.append(Rejected(outcome.row, masked, [FieldError("nik", refusal)]))
+            await _refuse(client, record, refusal)
         else:
-            result.rejected.append(outcome)
+            result.accepted.append(
+                Accepted(outcome.row, outcome.step.enrollment_id, masked, outcome.step.state)
+            )
+    result.accepted.sort(key=lambda a: a.row)
     result.rejected.sort(key=lambda r: r.row)
     log.info(
         "nomination list processed",
@@ -163,9 +204,79 @@ async def nominate(
     return result
 
 
+# A row whose answer cannot be given now: its workflow keeps the nomination, and the same list
+# sent again writes it (the repeat's answer hands the row back).
+_NOT_RECORDED = FieldError("row", "could not be recorded right now; send the list again")
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A row whose workflow took the nomination: its answer holds the row to write."""
+
+    row: int
+    inp: EnrollmentInput
+    step: StepResult
+
+
+def record_nominations(engine: Engine, records: list[NominationRecord]) -> dict[str, str | None]:
+    """Write the rows the workflows handed back, in one transaction: per enrollment id, None
+    if recorded (or already there), or why not (someone else holds the person's period, or the
+    database refuses the row). Idempotent, as every projection write."""
+    if not records:
+        return {}
+    try:
+        return _write_rows(engine, records, isolated=False)
+    except (IntegrityError, DataError):
+        # One row spoiled the transaction (a renewal reserving the same person meanwhile, a
+        # value the database refuses): again, each row on its own savepoint.
+        return _write_rows(engine, records, isolated=True)
+
+
+def _write_rows(
+    engine: Engine, records: list[NominationRecord], *, isolated: bool
+) -> dict[str, str | None]:
+    refusals: dict[str, str | None] = {}
+    with session_scope(engine) as session:
+        # The audit chain's lock first, as the worker's writer takes it (PostgreSQL deadlocks).
+        audit.lock_chain(session)
+        for record in records:
+            inp = record.input
+            if not isolated:
+                refusals[inp.enrollment_id] = _refusal(write_nomination(session, record), inp)
+                continue
+            try:
+                with session.begin_nested():
+                    outcome = write_nomination(session, record)
+            except IntegrityError:
+                # Lost the race for the person's period: the holder is there now.
+                with session.begin_nested():
+                    outcome = write_nomination(session, record)
+            except DataError as exc:
+                refusals[inp.enrollment_id] = f"refused by the database: {type(exc.orig).__name__}"
+                continue
+            refusals[inp.enrollment_id] = _refusal(outcome, inp)
+    return refusals
+
+
+def _refusal(outcome: NominationOutcome, inp: EnrollmentInput) -> str | None:
+    return None if outcome.recorded else outcome.refusal(inp.program.code)
+
+
+async def _refuse(client: Client, record: NominationRecord, reason: str) -> None:
+    """Tell the workflow its row cannot be written: its run fails, as a refused nomination's
+    does. Should the signal not get through, the workflow writes the row itself at its first
+    reminder, finds the same holder and fails then."""
+    try:
+        await client.get_workflow_handle(record.workflow_id).signal(
+            EnrollmentWorkflow.refuse_nomination, NominationRefusal(reason)
+        )
+    except RPCError as err:
+        log.warning("refusal not sent", workflow_id=record.workflow_id, error=str(err)[:200])
+
+
 async def _start_one(
     client: Client, number: int, inp: EnrollmentInput, *, actor: Actor, task_queue: str
-) -> Accepted | Rejected:
+) -> _Started | Rejected:
     masked = nik_rules.mask(inp.person.nik)
     operation = WithStartWorkflowOperation(
         EnrollmentWorkflow.run,
@@ -190,7 +301,7 @@ async def _start_one(
     try:
         step: StepResult = await client.execute_update_with_start_workflow(
             EnrollmentWorkflow.nominate,
-            NominationRequest(actor=actor, village_code=inp.village_code),
+            NominationRequest(actor=actor, village_code=inp.village_code, recorded_by_caller=True),
             start_workflow_operation=operation,
         )
     except WorkflowUpdateFailedError as err:
@@ -212,9 +323,5 @@ async def _start_one(
         )
     except RPCError as err:
         log.warning("nomination not started", row=number, error=str(err)[:200])
-        return Rejected(
-            number,
-            masked,
-            [FieldError("row", "could not be recorded right now; send the list again")],
-        )
-    return Accepted(number, step.enrollment_id, masked, step.state)
+        return Rejected(number, masked, [_NOT_RECORDED])
+    return _Started(number, inp, step)

@@ -237,6 +237,7 @@ def make_program(
 
 async def nominate_rows(
     client: Client,
+    engine: Engine,
     settings: Settings,
     program: Program,
     rows: list[WorkerRow],
@@ -247,6 +248,7 @@ async def nominate_rows(
 ) -> NominationResult:
     return await nominate(
         client,
+        engine,
         program=program,
         village_code=village,
         rows=list(enumerate(rows, start=1)),
@@ -323,7 +325,9 @@ async def enroll(
     """Nominate ``row`` (dated by the server's clock), verify it, approve its budget from APBD
     and wait until the workflow is ``until``; returns the enrollment id."""
     client = env.client
-    result = await nominate_rows(client, settings, program, [row], today=await server_today(env))
+    result = await nominate_rows(
+        client, engine, settings, program, [row], today=await server_today(env)
+    )
     assert result.rejected == [], result.rejected
     (accepted,) = result.accepted
     await send_step(

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         EnrollmentView,
         ExtensionRequest,
         NominationRecord,
+        NominationRefusal,
         NominationRequest,
         PersonData,
         RegistrationRequest,
@@ -118,6 +119,10 @@ class EnrollmentWorkflow:
         # Steps taken whose records are not written yet (budget approval on runs that record it
         # with the registration): the next write, whichever it is, writes them first.
         self.unrecorded: list[Transition] = []
+        # A nomination its caller writes (``NominationRequest.recorded_by_caller``), until a
+        # human step shows the row exists: the API reaches a workflow through its row. A write
+        # of the workflow's own before that writes the row first (idempotently).
+        self.nomination_unconfirmed: NominationRecord | None = None
 
     # --- the main line --------------------------------------------------------------------
 
@@ -133,11 +138,12 @@ class EnrollmentWorkflow:
                 )
             except TimeoutError:
                 raise ApplicationError("started without a nomination", non_retryable=True) from None
+            if self.duplicate is None:
+                await self._await_verification()
             if self.duplicate is not None:
                 # Failing (not completing) lets the id be used again once the other one ends.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 raise ApplicationError(self.duplicate, type="DuplicateNomination")
-            await self._await_verification()
             await workflow.wait_condition(lambda: self.state != State.VERIFIED)
             while self.state in (State.BUDGET_APPROVED, State.REGISTERING):
                 await self._register()
@@ -158,17 +164,22 @@ class EnrollmentWorkflow:
         ]
         if terms.verification_expiry_days is not None:
             stages.append((terms.verification_expiry_days, "verification_expired"))
+
+        # A nomination its caller could not write (``refuse_nomination``) ends the wait too.
+        def decided() -> bool:
+            return self.state != State.NOMINATED or self.duplicate is not None
+
         for days, action in sorted(stages):
             left = timing.until(started + timedelta(days=days), workflow.now())
             try:
-                await workflow.wait_condition(lambda: self.state != State.NOMINATED, timeout=left)
+                await workflow.wait_condition(decided, timeout=left)
                 return
             except TimeoutError:
                 if action == "verification_expired":
                     await self._move(State.EXPIRED, action, SYSTEM, "verification deadline passed")
                     return
                 await self._note(action, f"not verified after {days} days")
-        await workflow.wait_condition(lambda: self.state != State.NOMINATED)
+        await workflow.wait_condition(decided)
 
     async def _register(self) -> None:
         if self.state == State.BUDGET_APPROVED:
@@ -419,32 +430,51 @@ class EnrollmentWorkflow:
             # Only reachable while the first nomination is still being recorded.
             raise ApplicationError(self._duplicate_message(), type="DuplicateNomination")
         if self.state is not None:
-            return self._result()  # the same list sent again: nothing changes
+            # The same list sent again: nothing changes; a row its caller may not have written
+            # yet (the first answer lost) is handed over again.
+            return self._result(nomination=self.nomination_unconfirmed)
+        record = NominationRecord(
+            input=self.inp,
+            workflow_id=workflow.info().workflow_id,
+            run_id=workflow.info().run_id,
+            occurred_at=workflow.now(),
+        )
+        if request.recorded_by_caller and self.inp.lean_steps:
+            # The caller writes the row from the answer, a whole list in one transaction: no
+            # local activity, one workflow activation and one marker fewer (BENCHMARKS.md).
+            # Someone else holding the person's period is found by that write, which then
+            # signals ``refuse_nomination``.
+            self.state = State.NOMINATED
+            self.seq = 1
+            self.nomination_unconfirmed = record
+            return self._result(nomination=record)
+        await self._record_nomination(record)
+        self.state = State.NOMINATED
+        self.seq = 1
+        return self._result()
+
+    async def _record_nomination(self, record: NominationRecord) -> None:
+        """Write the row; someone else holding the person's period makes this a duplicate."""
         outcome = await workflow.execute_local_activity_method(
             ProjectionActivities.record_nomination,
-            NominationRecord(
-                input=self.inp,
-                workflow_id=workflow.info().workflow_id,
-                run_id=workflow.info().run_id,
-                occurred_at=workflow.now(),
-            ),
+            record,
             start_to_close_timeout=LOCAL_TIMEOUT,
         )
         if not outcome.recorded:
-            self.duplicate = (
-                f"already nominated for {self.inp.program.code} by village "
-                f"{outcome.existing_village_code} as enrollment {outcome.existing_enrollment_id} "
-                f"({outcome.existing_state})"
-            )
+            self.duplicate = outcome.refusal(self.inp.program.code)
             raise ApplicationError(
                 self.duplicate,
                 outcome.existing_enrollment_id,
                 type="DuplicateNomination",
                 non_retryable=True,
             )
-        self.state = State.NOMINATED
-        self.seq = 1
-        return self._result()
+
+    @workflow.signal
+    def refuse_nomination(self, refusal: NominationRefusal) -> None:
+        # Only a row nobody wrote can be refused: once a human step came, the row exists.
+        if self.nomination_unconfirmed is not None and self.state == State.NOMINATED:
+            self.nomination_unconfirmed = None
+            self.duplicate = refusal.reason
 
     @nominate.validator
     def _validate_nominate(self, request: NominationRequest) -> None:
@@ -465,6 +495,7 @@ class EnrollmentWorkflow:
 
     @workflow.update
     async def verify(self, step: Verification) -> StepResult:
+        self.nomination_unconfirmed = None  # the verifier found the enrollment's row
         if self._caller_records(step):
             if self.state == State.VERIFIED:
                 # The same approval again while its record is still the caller's to write (its
@@ -580,6 +611,7 @@ class EnrollmentWorkflow:
 
     @workflow.update
     async def withdraw(self, step: Withdrawal) -> StepResult:
+        self.nomination_unconfirmed = None  # the operator found the enrollment's row
         with self._step("withdraw"):
             # The state changes before any await, so the main line cannot start a registration.
             await self._move(State.WITHDRAWN, "withdrawn", step.actor, step.reason)
@@ -737,12 +769,18 @@ class EnrollmentWorkflow:
     def _state_name(self) -> str:
         return self.state.value if self.state else "not nominated"
 
-    def _result(self, *, to_record: list[Transition] | None = None) -> StepResult:
+    def _result(
+        self,
+        *,
+        to_record: list[Transition] | None = None,
+        nomination: NominationRecord | None = None,
+    ) -> StepResult:
         return StepResult(
             enrollment_id=self.inp.enrollment_id,
             state=self._state_name(),
             seq=self.seq,
             to_record=list(to_record or []),
+            nomination=nomination,
         )
 
     @contextmanager
@@ -865,6 +903,11 @@ class EnrollmentWorkflow:
     async def _record(self, steps: list[_Step]) -> None:
         occurred_at = workflow.now()
         async with self.record_lock:
+            if self.nomination_unconfirmed is not None:
+                # Nobody has shown the row exists (a reminder before any step): written first,
+                # so the steps have a row to advance.
+                record, self.nomination_unconfirmed = self.nomination_unconfirmed, None
+                await self._record_nomination(record)
             # Steps taken earlier and not written yet go first: the projection takes them in order.
             transitions, self.unrecorded = self.unrecorded, []
             transitions += self._numbered(steps, occurred_at)

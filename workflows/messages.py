@@ -85,10 +85,24 @@ class EnrollmentInput:
 
 @dataclass(frozen=True)
 class NominationRequest:
-    """The nomination itself, sent with the start (update-with-start) so its answer is durable."""
+    """The nomination itself, sent with the start (update-with-start) so its answer is durable.
+    ``recorded_by_caller``: the caller writes the enrollment row itself, from the answer's
+    ``nomination`` (a village's list writes all its rows in one transaction,
+    ``rentan.nominations``); the workflow writes it only if no human step reaches it first
+    (``EnrollmentWorkflow.nominate``)."""
 
     actor: Actor
     village_code: str
+    recorded_by_caller: bool = False
+
+
+@dataclass(frozen=True)
+class NominationRefusal:
+    """Signal: the caller could not write a ``recorded_by_caller`` nomination, for good (someone
+    else holds the person's period, or the database refuses the row): the run fails, as a
+    refused nomination's does, so the id stays free."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,8 @@ class StepResult:
     seq: int = 0
     # Steps the caller is to write to the projection (a ``recorded_by_caller`` verification).
     to_record: list[Transition] = field(default_factory=list)
+    # The enrollment row the caller is to write (a ``recorded_by_caller`` nomination).
+    nomination: NominationRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +244,13 @@ class NominationOutcome:
     existing_enrollment_id: str | None = None
     existing_village_code: str | None = None
     existing_state: str | None = None
+
+    def refusal(self, program_code: str) -> str:
+        """Why the nomination was not recorded: who holds the person's period."""
+        return (
+            f"already nominated for {program_code} by village {self.existing_village_code} "
+            f"as enrollment {self.existing_enrollment_id} ({self.existing_state})"
+        )
 
 
 @dataclass(frozen=True)

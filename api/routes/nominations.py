@@ -119,6 +119,7 @@ async def submit_nominations(
     try:
         result = await nominate(
             client,
+            state.engine,
             program=program,
             village_code=village_code,
             rows=rows,

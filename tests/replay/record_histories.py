@@ -74,6 +74,7 @@ async def test_record_histories(
     async with running_worker(client, settings, engine, sim):
         result = await nominate_rows(
             client,
+            engine,
             settings,
             program,
             [

@@ -7,9 +7,11 @@ before the ``lean-steps`` patch (a search-attribute upsert at every step, budget
 recorded apart), ``v2-*`` under that patch (its marker and a TemporalChangeVersion upsert), the
 ``v3-*`` with ``EnrollmentInput.lean_steps`` (no patch marker; the registration activity records
 the activation), ``v4-*`` also with ``budget_recorded_by_registration`` (budget approval
-answers without a local activity; the registration activity writes it), the others also with
+answers without a local activity; the registration activity writes it), ``v5-*`` also with
 the approvals of a batch verification (``Verification.recorded_by_caller``: no local activity,
-the caller writes the record). All must keep replaying.
+the caller writes the record), the others also with the nominations of a list
+(``NominationRequest.recorded_by_caller``: the list's call writes the rows; the ``expired``
+one writes its own at the reminder, as a row nobody wrote is). All must keep replaying.
 
 To record them again (only when a change is meant to be incompatible and is versioned with
 ``workflow.patched``), run ``.venv/bin/python -m pytest tests/replay/record_histories.py -k sqlite``
@@ -36,8 +38,8 @@ def recorded() -> list[Path]:
 
 async def test_recorded_histories_replay_on_current_code(tmp_path: Path) -> None:
     files = recorded()
-    assert len(files) >= 35, "the recorded histories are missing"
-    for version in ("v1-", "v2-", "v3-", "v4-"):
+    assert len(files) >= 42, "the recorded histories are missing"
+    for version in ("v1-", "v2-", "v3-", "v4-", "v5-"):
         assert sum(p.name.startswith(version) for p in files) == 7, version
     replayer = Replayer(
         workflows=[EnrollmentWorkflow], data_converter=data_converter(test_settings(tmp_path))

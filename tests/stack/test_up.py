@@ -129,8 +129,10 @@ async def test_up_serves_readyz_ui_and_a_separate_worker_and_resumes_after_resta
     try:
         program = make_program(settings)
         client = await connect(settings)
+        engine = make_engine(settings.resolved_database_url)
         result = await nominate(
             client,
+            engine,
             program=program,
             village_code="16.03.01.2011",
             rows=[
@@ -150,6 +152,7 @@ async def test_up_serves_readyz_ui_and_a_separate_worker_and_resumes_after_resta
             task_queue=settings.task_queue,
             today=dt.date.today(),
         )
+        engine.dispose()
         (accepted,) = result.accepted
         assert accepted.state == "nominated"
     finally:

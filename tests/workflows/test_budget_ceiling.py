@@ -272,6 +272,7 @@ async def test_a_batch_beyond_the_ceiling_is_refused_whole(
     async with running_worker(client, settings, engine, make_sim()):
         result = await nominate_rows(
             client,
+            engine,
             settings,
             program,
             [worker_row(s) for s in (81, 82, 83)],

@@ -66,10 +66,10 @@ def decisions_of(engine: Engine, enrollment_id: str) -> list[tuple[str, str, str
 
 
 async def nominate_one(
-    env: WorkflowEnvironment, settings: Settings, program: Program, serial: int
+    env: WorkflowEnvironment, engine: Engine, settings: Settings, program: Program, serial: int
 ) -> str:
     result = await nominate_rows(
-        env.client, settings, program, [worker_row(serial)], today=await server_today(env)
+        env.client, engine, settings, program, [worker_row(serial)], today=await server_today(env)
     )
     assert result.rejected == []
     (accepted,) = result.accepted
@@ -85,7 +85,7 @@ async def test_enrollment_goes_from_nomination_to_active(
     sim = make_sim()
     program = await dated_program(env, engine)
     async with running_worker(client, settings, engine, sim):
-        enrollment_id = await nominate_one(env, settings, program, 1)
+        enrollment_id = await nominate_one(env, engine, settings, program, 1)
         # Read your writes: the row exists as soon as the nomination was answered.
         assert row_of(engine, enrollment_id).state == "nominated"
 
@@ -151,12 +151,13 @@ async def test_duplicate_nomination_from_another_village_points_to_existing(
     program = await dated_program(env, engine)
     today = await server_today(env)
     async with running_worker(client, settings, engine, make_sim()):
-        first = await nominate_rows(client, settings, program, [worker_row(7)], today=today)
+        first = await nominate_rows(client, engine, settings, program, [worker_row(7)], today=today)
         (accepted,) = first.accepted
-        again = await nominate_rows(client, settings, program, [worker_row(7)], today=today)
+        again = await nominate_rows(client, engine, settings, program, [worker_row(7)], today=today)
         assert [a.enrollment_id for a in again.accepted] == [accepted.enrollment_id]
         other = await nominate_rows(
             client,
+            engine,
             settings,
             program,
             [worker_row(7)],
@@ -182,7 +183,7 @@ async def test_steps_refused_before_verification_then_rejection_with_reason(
     client = env.client
     program = await dated_program(env, engine)
     async with running_worker(client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, settings, program, 11)
+        enrollment_id = await nominate_one(env, engine, settings, program, 11)
 
         with pytest.raises(StepRefused, match="a rejection needs a reason"):
             await send_step(
@@ -287,7 +288,7 @@ async def test_verify_twice_is_refused_and_a_verified_enrollment_can_be_withdraw
     client = env.client
     program = await dated_program(env, engine)
     async with running_worker(client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, settings, program, 3)
+        enrollment_id = await nominate_one(env, engine, settings, program, 3)
         await send_step(
             client,
             enrollment_id,
@@ -370,7 +371,7 @@ async def test_withdrawal_racing_budget_approval_releases_the_commitment(
 
     monkeypatch.setattr(rentan.steps, "_commit_one", withdrawn_meanwhile)
     async with running_worker(client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, settings, program, 4)
+        enrollment_id = await nominate_one(env, engine, settings, program, 4)
         await send_step(
             client, enrollment_id, EnrollmentWorkflow.verify, Verification(VERIFIER, True)
         )

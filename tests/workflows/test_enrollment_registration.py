@@ -327,7 +327,7 @@ async def test_registration_survives_bpjs_outage_and_registers_once(
     async with running_worker(client, settings, engine, sim):
         today = await server_today(env)
         rows = [worker_row(serial) for serial in (51, 52, 53)]
-        result = await nominate_rows(client, settings, program, rows, today=today)
+        result = await nominate_rows(client, engine, settings, program, rows, today=today)
         ids = [a.enrollment_id for a in result.accepted]
         assert len(ids) == 3
         for enrollment_id in ids:

@@ -149,6 +149,7 @@ async def test_confirmed_renewal_continues_into_the_next_period(
         # Another village nominates the same person for B: refused, pointing at B's reservation.
         other = await nominate_rows(
             client,
+            engine,
             settings,
             b,
             [worker_row(71)],

@@ -35,10 +35,10 @@ def actions(engine: Engine, enrollment_id: str) -> list[str]:
 
 
 async def nominate_one(
-    env: WorkflowEnvironment, settings: Settings, program: Program, serial: int
+    env: WorkflowEnvironment, engine: Engine, settings: Settings, program: Program, serial: int
 ) -> str:
     result = await nominate_rows(
-        env.client, settings, program, [worker_row(serial)], today=await server_today(env)
+        env.client, engine, settings, program, [worker_row(serial)], today=await server_today(env)
     )
     (accepted,) = result.accepted
     return accepted.enrollment_id
@@ -55,7 +55,7 @@ async def test_unverified_nomination_is_reminded_escalated_and_expires(
     env = time_skipping_env
     program = make_program(engine, start=(await server_today(env)).replace(day=1), expiry_days=21)
     async with running_worker(env.client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, settings, program, 61)
+        enrollment_id = await nominate_one(env, engine, settings, program, 61)
 
         await env.sleep(6 * DAY)
         assert actions(engine, enrollment_id) == ["nominated"]
@@ -108,7 +108,7 @@ async def test_without_expiry_a_nomination_waits_and_can_still_be_verified(
     program = make_program(engine, start=(await server_today(env)).replace(day=1))
     assert program.verification_expiry_days is None
     async with running_worker(env.client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, settings, program, 62)
+        enrollment_id = await nominate_one(env, engine, settings, program, 62)
         await env.sleep(60 * DAY)
         assert await state_of(env, enrollment_id) == "nominated"
         assert row_of(engine, enrollment_id).state == "nominated"
@@ -136,7 +136,7 @@ async def test_verified_in_time_no_reminder_and_no_expiry(
     env = time_skipping_env
     program = make_program(engine, start=(await server_today(env)).replace(day=1), expiry_days=21)
     async with running_worker(env.client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, settings, program, 63)
+        enrollment_id = await nominate_one(env, engine, settings, program, 63)
         await env.sleep(3 * DAY)
         await send_step(
             env.client, enrollment_id, EnrollmentWorkflow.verify, Verification(VERIFIER, True)
