@@ -19,7 +19,7 @@ from api.state import AppState
 from models.db import session_scope
 from models.tables import Enrollment
 from rentan.keys import Principal, Role
-from rentan.steps import StepOutcome, StepRefused, send_step
+from rentan.steps import StepOutcome, StepRefused, seen_at, send_step
 from workflows.messages import Actor, StepResult
 
 
@@ -74,7 +74,7 @@ async def run_step(
     row = load_enrollment(state, principal, enrollment_id)
     client = await state.temporal()
     try:
-        return await send_step(client, row.workflow_id, update, arg)
+        return await send_step(client, row.workflow_id, update, seen_at(arg, row))
     except StepRefused as exc:
         record_refusal(state, principal, row, action, exc.message)
         raise Conflict(exc.message, enrollment_id=enrollment_id, state=row.state) from None

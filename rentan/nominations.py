@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlmodel import Session
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -164,7 +165,7 @@ async def nominate(
     outcomes = await asyncio.gather(*(start(n, inp) for n, inp in starts))
     started = [o for o in outcomes if isinstance(o, _Started)]
     result.rejected += [o for o in outcomes if isinstance(o, Rejected)]
-    # In the order the workflows took them: the audit log then reads in time order.
+    # In the order the workflows took them: the list's audit entries then read in time order.
     records = sorted(
         (o.step.nomination for o in started if o.step.nomination is not None),
         key=lambda r: r.occurred_at,
@@ -173,25 +174,22 @@ async def nominate(
         written = await asyncio.to_thread(record_nominations, engine, records)
     except SQLAlchemyError as exc:
         # The database is down or locked out: the workflows keep the nominations, and the same
-        # list sent again writes their rows.
-        log.warning("nomination rows not written", rows=len(records), error=str(exc)[:200])
-        written = None
+        # list sent again writes their rows. (The exception's text would carry the rows' values.)
+        log.warning("nomination rows not written", rows=len(records), error=type(exc).__name__)
+        written = {r.input.enrollment_id: _SEND_AGAIN for r in records}
     for outcome in started:
         record = outcome.step.nomination
         masked = nik_rules.mask(outcome.inp.person.nik)
-        if record is None:  # nothing left to write: the row is there already
+        # No record: nothing left to write, the row is there already.
+        failed = written[record.input.enrollment_id] if record is not None else None
+        if failed is None:
             result.accepted.append(
                 Accepted(outcome.row, outcome.step.enrollment_id, masked, outcome.step.state)
             )
-        elif written is None:
-            result.rejected.append(Rejected(outcome.row, masked, [_NOT_RECORDED]))
-        elif (refusal := written[record.input.enrollment_id]) is not None:
-            result.rejected.append(Rejected(outcome.row, masked, [FieldError("nik", refusal)]))
-            await _refuse(client, record, refusal)
-        else:
-            result.accepted.append(
-                Accepted(outcome.row, outcome.step.enrollment_id, masked, outcome.step.state)
-            )
+            continue
+        result.rejected.append(Rejected(outcome.row, masked, [failed.error]))
+        if record is not None and failed.refusal_kind is not None:
+            await _refuse(client, record, failed)
     result.accepted.sort(key=lambda a: a.row)
     result.rejected.sort(key=lambda r: r.row)
     log.info(
@@ -204,9 +202,18 @@ async def nominate(
     return result
 
 
-# A row whose answer cannot be given now: its workflow keeps the nomination, and the same list
-# sent again writes it (the repeat's answer hands the row back).
+@dataclass(frozen=True)
+class RowNotWritten:
+    """Why a row's write did not happen. ``refusal_kind``: the row is refused for good and its
+    run fails with that type; None: not now, and the same list sent again writes it (the
+    repeat's answer hands the row back; the workflow keeps the nomination meanwhile)."""
+
+    error: FieldError
+    refusal_kind: str | None = None
+
+
 _NOT_RECORDED = FieldError("row", "could not be recorded right now; send the list again")
+_SEND_AGAIN = RowNotWritten(_NOT_RECORDED)
 
 
 @dataclass(frozen=True)
@@ -218,10 +225,11 @@ class _Started:
     step: StepResult
 
 
-def record_nominations(engine: Engine, records: list[NominationRecord]) -> dict[str, str | None]:
+def record_nominations(
+    engine: Engine, records: list[NominationRecord]
+) -> dict[str, RowNotWritten | None]:
     """Write the rows the workflows handed back, in one transaction: per enrollment id, None
-    if recorded (or already there), or why not (someone else holds the person's period, or the
-    database refuses the row). Idempotent, as every projection write."""
+    if written (or there already), or why not. Idempotent, as every projection write."""
     if not records:
         return {}
     try:
@@ -234,44 +242,71 @@ def record_nominations(engine: Engine, records: list[NominationRecord]) -> dict[
 
 def _write_rows(
     engine: Engine, records: list[NominationRecord], *, isolated: bool
-) -> dict[str, str | None]:
-    refusals: dict[str, str | None] = {}
+) -> dict[str, RowNotWritten | None]:
+    written: dict[str, RowNotWritten | None] = {}
     with session_scope(engine) as session:
         # The audit chain's lock first, as the worker's writer takes it (PostgreSQL deadlocks).
         audit.lock_chain(session)
         for record in records:
-            inp = record.input
-            if not isolated:
-                refusals[inp.enrollment_id] = _refusal(write_nomination(session, record), inp)
-                continue
-            try:
-                with session.begin_nested():
-                    outcome = write_nomination(session, record)
-            except IntegrityError:
-                # Lost the race for the person's period: the holder is there now.
-                with session.begin_nested():
-                    outcome = write_nomination(session, record)
-            except DataError as exc:
-                refusals[inp.enrollment_id] = f"refused by the database: {type(exc.orig).__name__}"
-                continue
-            refusals[inp.enrollment_id] = _refusal(outcome, inp)
-    return refusals
+            key = record.input.enrollment_id
+            written[key] = (
+                _write_isolated(session, record)
+                if isolated
+                else _as_written(write_nomination(session, record), record)
+            )
+    return written
 
 
-def _refusal(outcome: NominationOutcome, inp: EnrollmentInput) -> str | None:
-    return None if outcome.recorded else outcome.refusal(inp.program.code)
+def _write_isolated(session: Session, record: NominationRecord) -> RowNotWritten | None:
+    """One row on its own savepoint: what it cannot write costs the others nothing."""
+    for _ in range(2):
+        try:
+            with session.begin_nested():
+                return _as_written(write_nomination(session, record), record)
+        except IntegrityError:
+            # Lost the race for the person's period: the holder is there now, once more.
+            continue
+        except DataError as exc:
+            message = f"refused by the database ({type(exc.orig).__name__}); correct the row"
+            return RowNotWritten(FieldError("row", message), refusal_kind="InvalidNomination")
+    return _SEND_AGAIN
 
 
-async def _refuse(client: Client, record: NominationRecord, reason: str) -> None:
-    """Tell the workflow its row cannot be written: its run fails, as a refused nomination's
-    does. Should the signal not get through, the workflow writes the row itself at its first
-    reminder, finds the same holder and fails then."""
-    try:
-        await client.get_workflow_handle(record.workflow_id).signal(
-            EnrollmentWorkflow.refuse_nomination, NominationRefusal(reason)
-        )
-    except RPCError as err:
-        log.warning("refusal not sent", workflow_id=record.workflow_id, error=str(err)[:200])
+def _as_written(outcome: NominationOutcome, record: NominationRecord) -> RowNotWritten | None:
+    if outcome.recorded:
+        return None
+    return RowNotWritten(
+        FieldError("nik", outcome.refusal(record.input.program.code)),
+        refusal_kind="DuplicateNomination",
+    )
+
+
+# A signal that cannot be sent is tried again this often before the call gives up on it.
+REFUSAL_ATTEMPTS = 3
+
+
+async def _refuse(client: Client, record: NominationRecord, failed: RowNotWritten) -> None:
+    """Tell the run its row cannot be written: it fails, as a refused nomination's does, and the
+    id stays free. To this run only (``run_id``): a later run of the id is not refused.
+    Should the signal not get through, the workflow writes the row itself before its first
+    write (its reminder): it finds the same holder and fails then, or, if the holder has gone
+    meanwhile, writes the row, and the person is nominated after all."""
+    handle = client.get_workflow_handle(record.workflow_id, run_id=record.run_id)
+    refusal = NominationRefusal(
+        failed.error.message, kind=failed.refusal_kind or "DuplicateNomination"
+    )
+    for attempt in range(1, REFUSAL_ATTEMPTS + 1):
+        try:
+            await handle.signal(EnrollmentWorkflow.refuse_nomination, refusal)
+            return
+        except RPCError as err:
+            log.warning(
+                "refusal not sent",
+                workflow_id=record.workflow_id,
+                attempt=attempt,
+                error=err.status.name if err.status else "unknown",
+            )
+            await asyncio.sleep(0.2 * attempt)
 
 
 async def _start_one(

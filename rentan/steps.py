@@ -27,7 +27,14 @@ from models.db import session_scope
 from models.tables import Enrollment, FundingSource
 from rentan.logs import get_logger
 from workflows.enrollment import EnrollmentWorkflow
-from workflows.messages import Actor, BudgetCommitment, StepResult, Transition, Verification
+from workflows.messages import (
+    Actor,
+    BudgetCommitment,
+    StepResult,
+    Transition,
+    Verification,
+    Withdrawal,
+)
 
 log = get_logger("rentan.steps")
 STEP_CONCURRENCY = 32
@@ -53,6 +60,15 @@ def find_enrollment(session: Session, enrollment_id: str) -> Enrollment:
     if row is None:
         raise EnrollmentNotFound(enrollment_id)
     return row
+
+
+def seen_at(arg: Any, row: Enrollment) -> Any:
+    """The step, saying which row its caller found the enrollment by, where the step carries
+    that (``Verification``, ``Withdrawal``): the workflow then knows its nomination's row exists
+    and leaves writing it (``EnrollmentWorkflow._row_found``)."""
+    if isinstance(arg, Verification | Withdrawal) and arg.projected_seq == 0:
+        return replace(arg, projected_seq=row.seq)
+    return arg
 
 
 async def send_step(client: Client, workflow_id: str, update: Any, arg: Any) -> StepResult:
@@ -104,7 +120,7 @@ async def send_many(
             return StepOutcome(enrollment_id, ok=False, error="no such enrollment")
         async with limit:
             try:
-                result = await send_step(client, row.workflow_id, update, arg)
+                result = await send_step(client, row.workflow_id, update, seen_at(arg, row))
             except StepRefused as exc:
                 return StepOutcome(enrollment_id, ok=False, error=exc.message)
             except RPCError as err:

@@ -4,12 +4,15 @@ nominated -verify-> verified -budget-> budget_approved -> registering -> active 
 -> active (next period, continue-as-new) | lapsed. Human steps are Updates with validators (the
 caller learns at once whether the step was taken); each accepted step is written to the
 projection and the audit log by a local activity before the Update answers, so a read after the
-answer sees it. Two exceptions. Budget approval: the registration starts straight after it,
+answer sees it. Three exceptions. Budget approval: the registration starts straight after it,
 and the registration activity writes both steps before it calls BPJS, so the Update needs no
 local activity of its own; the caller waits for the projection instead (``rentan.steps``). An
 approval from a batch verification: the caller writes the whole batch's records in one
 transaction from the Updates' answers (``rentan.steps.verify_many``), and the workflow keeps
-each record for its own next write until the budget approval says the projection holds it.
+each record for its own next write until the budget approval says the projection holds it. A
+nomination from a village's list: the list's call writes its rows in one transaction
+(``rentan.nominations``), and the workflow writes the row itself before any write of its own
+until a step's caller says it found the row (``projected_seq``).
 Deadlines are durable timers. All I/O lives in activities.
 """
 
@@ -108,6 +111,7 @@ class EnrollmentWorkflow:
         self.next_budget: BudgetCommitment | None = None
         self.terminated: Termination | None = None
         self.duplicate: str | None = None
+        self.refusal_kind = "DuplicateNomination"  # the type the run fails with, if refused
         # A human step in flight: the next one waits its turn (its validator refuses it), so two
         # steps never interleave at their awaits (say, a withdrawal racing a resubmission).
         self.step_in_progress: str | None = None
@@ -120,8 +124,8 @@ class EnrollmentWorkflow:
         # with the registration): the next write, whichever it is, writes them first.
         self.unrecorded: list[Transition] = []
         # A nomination its caller writes (``NominationRequest.recorded_by_caller``), until a
-        # human step shows the row exists: the API reaches a workflow through its row. A write
-        # of the workflow's own before that writes the row first (idempotently).
+        # step's caller says it found the row (``projected_seq``). A write of the workflow's own
+        # before that writes the row first (idempotently).
         self.nomination_unconfirmed: NominationRecord | None = None
 
     # --- the main line --------------------------------------------------------------------
@@ -143,7 +147,7 @@ class EnrollmentWorkflow:
             if self.duplicate is not None:
                 # Failing (not completing) lets the id be used again once the other one ends.
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                raise ApplicationError(self.duplicate, type="DuplicateNomination")
+                raise ApplicationError(self.duplicate, type=self.refusal_kind)
             await workflow.wait_condition(lambda: self.state != State.VERIFIED)
             while self.state in (State.BUDGET_APPROVED, State.REGISTERING):
                 await self._register()
@@ -471,10 +475,21 @@ class EnrollmentWorkflow:
 
     @workflow.signal
     def refuse_nomination(self, refusal: NominationRefusal) -> None:
-        # Only a row nobody wrote can be refused: once a human step came, the row exists.
-        if self.nomination_unconfirmed is not None and self.state == State.NOMINATED:
+        # Only a row nobody wrote can be refused: not once a step's caller found it, nor while
+        # the workflow writes it itself (that write's own outcome decides).
+        if (
+            self.nomination_unconfirmed is not None
+            and self.state == State.NOMINATED
+            and not self.record_lock.locked()
+        ):
             self.nomination_unconfirmed = None
             self.duplicate = refusal.reason
+            self.refusal_kind = refusal.kind
+
+    def _row_found(self, projected_seq: int) -> None:
+        """A step's caller found the enrollment's row: the nomination needs no write of ours."""
+        if projected_seq >= 1:
+            self.nomination_unconfirmed = None
 
     @nominate.validator
     def _validate_nominate(self, request: NominationRequest) -> None:
@@ -495,7 +510,7 @@ class EnrollmentWorkflow:
 
     @workflow.update
     async def verify(self, step: Verification) -> StepResult:
-        self.nomination_unconfirmed = None  # the verifier found the enrollment's row
+        self._row_found(step.projected_seq)
         if self._caller_records(step):
             if self.state == State.VERIFIED:
                 # The same approval again while its record is still the caller's to write (its
@@ -557,6 +572,7 @@ class EnrollmentWorkflow:
                 return self._result()
             # What the projection holds already (a verification its caller wrote) is not
             # written again by the registration.
+            self._row_found(step.projected_seq)
             self.unrecorded = [t for t in self.unrecorded if t.seq > step.projected_seq]
             self.funding_source = step.funding_source
             changes = EnrollmentChanges(funding_source=step.funding_source)
@@ -611,7 +627,7 @@ class EnrollmentWorkflow:
 
     @workflow.update
     async def withdraw(self, step: Withdrawal) -> StepResult:
-        self.nomination_unconfirmed = None  # the operator found the enrollment's row
+        self._row_found(step.projected_seq)
         with self._step("withdraw"):
             # The state changes before any await, so the main line cannot start a registration.
             await self._move(State.WITHDRAWN, "withdrawn", step.actor, step.reason)
@@ -904,10 +920,11 @@ class EnrollmentWorkflow:
         occurred_at = workflow.now()
         async with self.record_lock:
             if self.nomination_unconfirmed is not None:
-                # Nobody has shown the row exists (a reminder before any step): written first,
-                # so the steps have a row to advance.
-                record, self.nomination_unconfirmed = self.nomination_unconfirmed, None
-                await self._record_nomination(record)
+                # Nobody has shown the row exists (a reminder before any step, a step sent
+                # around the API): written first, so the steps have a row to advance. Until
+                # the write is done a repeat of the list still gets the row to write.
+                await self._record_nomination(self.nomination_unconfirmed)
+                self.nomination_unconfirmed = None
             # Steps taken earlier and not written yet go first: the projection takes them in order.
             transitions, self.unrecorded = self.unrecorded, []
             transitions += self._numbered(steps, occurred_at)

@@ -103,6 +103,8 @@ class NominationRefusal:
     refused nomination's does, so the id stays free."""
 
     reason: str
+    # The run's failure type: someone else holds the period, or the database refused the row.
+    kind: str = "DuplicateNomination"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ class Verification:
     approve: bool
     reason: str = ""
     recorded_by_caller: bool = False
+    # The seq of the row the caller found the enrollment by (``rentan.steps.seen_at``): 1 or
+    # more says the nomination's row exists, so the workflow need not write it.
+    projected_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class BudgetCommitment:
 class Withdrawal:
     actor: Actor
     reason: str
+    projected_seq: int = 0  # as ``Verification.projected_seq``
 
 
 @dataclass(frozen=True)

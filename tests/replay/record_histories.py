@@ -23,6 +23,7 @@ from tests.harness import (
     make_program,
     make_sim,
     nominate_rows,
+    row_of,
     running_worker,
     worker_row,
 )
@@ -100,7 +101,13 @@ async def test_record_histories(
             client,
             rejected,
             EnrollmentWorkflow.verify,
-            Verification(actor=VERIFIER, approve=False, reason="not on the DPMD roster"),
+            # As the API sends a step: with the seq of the row it found the enrollment by.
+            Verification(
+                actor=VERIFIER,
+                approve=False,
+                reason="not on the DPMD roster",
+                projected_seq=row_of(engine, rejected).seq,
+            ),
         )
         await approve_budget(
             client,
@@ -112,7 +119,10 @@ async def test_record_histories(
         )
         await _until(time_skipping_env, client, failed, "registration_failed")
         await send_step(
-            client, failed, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "wrong person")
+            client,
+            failed,
+            EnrollmentWorkflow.withdraw,
+            Withdrawal(OPERATOR, "wrong person", projected_seq=row_of(engine, failed).seq),
         )
         await _until(time_skipping_env, client, terminated, "active")
         await send_step(

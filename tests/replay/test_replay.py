@@ -11,7 +11,8 @@ answers without a local activity; the registration activity writes it), ``v5-*``
 the approvals of a batch verification (``Verification.recorded_by_caller``: no local activity,
 the caller writes the record), the others also with the nominations of a list
 (``NominationRequest.recorded_by_caller``: the list's call writes the rows; the ``expired``
-one writes its own at the reminder, as a row nobody wrote is). All must keep replaying.
+one, never verified, writes its row again at the reminder: no step told it the row exists).
+All must keep replaying.
 
 To record them again (only when a change is meant to be incompatible and is versioned with
 ``workflow.patched``), run ``.venv/bin/python -m pytest tests/replay/record_histories.py -k sqlite``

@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 import rentan.nominations as nominations
 from activities.projection import enrollment_id_for, program_terms, write_nomination
+from domain.errors import FieldError
 from domain.nik import person_key
 from models.db import session_scope
 from models.tables import Enrollment, Program
@@ -43,6 +44,7 @@ from workflows.messages import (
     Actor,
     EnrollmentInput,
     NominationRecord,
+    NominationRefusal,
     PersonData,
     Verification,
 )
@@ -218,6 +220,46 @@ async def test_a_person_someone_else_holds_is_refused_and_the_run_fails(
         assert row_of(engine, enrollment_id).workflow_id == "enr_held_elsewhere"
 
 
+async def test_a_step_whose_caller_found_the_row_does_not_write_it_again(
+    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
+) -> None:
+    """The API sends a step with the seq of the row it found the enrollment by; a step sent
+    around the API (by workflow id, no seq) makes the workflow write its row first."""
+    env = time_skipping_env
+    today = await server_today(env)
+    program = make_program(engine, start=today.replace(day=1))
+    async with running_worker(env.client, settings, engine, make_sim()):
+        result = await nominate_rows(
+            env.client, engine, settings, program, [worker_row(86), worker_row(87)], today=today
+        )
+        via_api, around = (a.enrollment_id for a in result.accepted)
+        await send_step(
+            env.client,
+            via_api,
+            EnrollmentWorkflow.verify,
+            Verification(VERIFIER, True, projected_seq=row_of(engine, via_api).seq),
+        )
+        await send_step(env.client, around, EnrollmentWorkflow.verify, Verification(VERIFIER, True))
+        # One local activity (the verification's record), against two: the row, then the record.
+        assert len(await markers(env, via_api)) == 1
+        assert len(await markers(env, around)) == 2
+        for enrollment_id in (via_api, around):
+            assert row_of(engine, enrollment_id).state == "verified"
+            actions = [e.action for e in audit_of(engine, enrollment_id)]
+            assert actions == ["nominated", "verified"]
+            # A refusal arriving late (its row is known now) changes nothing.
+            await env.client.get_workflow_handle(enrollment_id).signal(
+                EnrollmentWorkflow.refuse_nomination, NominationRefusal("late")
+            )
+            view = await env.client.get_workflow_handle(enrollment_id).query(
+                EnrollmentWorkflow.view
+            )
+            assert view.state == "verified"
+        assert (await env.client.get_workflow_handle(around).describe()).status == (
+            WorkflowExecutionStatus.RUNNING
+        )
+
+
 def record_for(program: Program, serial: int) -> NominationRecord:
     key = f"pk-rows-{serial}"
     enrollment_id = enrollment_id_for(key, program.code)
@@ -250,16 +292,17 @@ def test_one_bad_row_does_not_cost_the_list_its_other_rows(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     program = make_program(engine, code="ROWS", start=dt.date(2026, 10, 1))
-    records = [record_for(program, serial) for serial in (1, 2, 3, 4)]
-    raced, refused = records[1].input.enrollment_id, records[2].input.enrollment_id
+    records = [record_for(program, serial) for serial in (1, 2, 3, 4, 5)]
+    ok, raced, lost, refused, last = (r.input.enrollment_id for r in records)
     real = nominations.write_nomination
     tries: dict[str, int] = {}
 
     def flaky(session: Session, record: NominationRecord) -> Any:
         key = record.input.enrollment_id
         tries[key] = tries.get(key, 0) + 1
-        if key == raced and tries[key] <= 2:
-            # Lost the race for the unique row twice: in the list's transaction and in its own.
+        if (key == raced and tries[key] <= 2) or key == lost:
+            # Lost the race for the unique row: ``raced`` in the list's transaction and once on
+            # its own, ``lost`` every time.
             raise IntegrityError("INSERT INTO enrollment ...", {}, Exception("UNIQUE constraint"))
         if key == refused:
             raise DataError("INSERT INTO enrollment ...", {}, Exception("value too long"))
@@ -269,17 +312,44 @@ def test_one_bad_row_does_not_cost_the_list_its_other_rows(
     outcome = nominations.record_nominations(engine, records)
 
     assert outcome == {
-        records[0].input.enrollment_id: None,
+        ok: None,
         raced: None,
-        refused: "refused by the database: Exception",
-        records[3].input.enrollment_id: None,
+        lost: nominations.RowNotWritten(
+            FieldError("row", "could not be recorded right now; send the list again")
+        ),
+        refused: nominations.RowNotWritten(
+            FieldError("row", "refused by the database (Exception); correct the row"),
+            refusal_kind="InvalidNomination",
+        ),
+        last: None,
     }
-    assert sorted(rows_in(engine)) == sorted(
-        r.input.enrollment_id for r in records if r.input.enrollment_id != refused
-    )
-    assert tries[raced] == 3
+    assert sorted(rows_in(engine)) == sorted([ok, raced, last])
+    # The list's transaction stopped at ``raced``; then each row on its own, a lost race twice.
+    assert (tries[raced], tries[lost]) == (3, 2)
     # Written again, nothing changes (idempotent).
     monkeypatch.setattr(nominations, "write_nomination", real)
-    assert nominations.record_nominations(engine, records[:1]) == {
-        records[0].input.enrollment_id: None
-    }
+    assert nominations.record_nominations(engine, records[:1]) == {ok: None}
+    assert sorted(rows_in(engine)) == sorted([ok, raced, last])
+
+
+def test_a_value_the_database_refuses_costs_only_its_row(engine: Engine) -> None:
+    """A real refusal, not a raised one: PostgreSQL refuses a NUL byte in text (SQLite stores
+    it), and the list's transaction goes on from the row's savepoint."""
+    program = make_program(engine, code="ROWS", start=dt.date(2026, 10, 1))
+    good, bad = record_for(program, 1), record_for(program, 2)
+    bad = dataclasses.replace(
+        bad,
+        input=dataclasses.replace(
+            bad.input, person=dataclasses.replace(bad.input.person, full_name="Warga\x00 2")
+        ),
+    )
+    outcome = nominations.record_nominations(engine, [good, bad])
+    assert outcome[good.input.enrollment_id] is None
+    if engine.dialect.name == "postgresql":
+        refusal = outcome[bad.input.enrollment_id]
+        assert refusal is not None and refusal.refusal_kind == "InvalidNomination"
+        assert refusal.error.message.startswith("refused by the database")
+        assert rows_in(engine) == [good.input.enrollment_id]
+    else:
+        assert outcome[bad.input.enrollment_id] is None
+        assert sorted(rows_in(engine)) == sorted(r.input.enrollment_id for r in (good, bad))
