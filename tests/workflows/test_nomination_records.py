@@ -77,6 +77,28 @@ def enrollment_of(settings: Settings, serial: int, program_code: str) -> str:
     return enrollment_id_for(key, program_code)
 
 
+async def nominate_unwritten(
+    env: WorkflowEnvironment,
+    engine: Engine,
+    settings: Settings,
+    program: Program,
+    serial: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> nominations.NominationResult:
+    """One row nominated while the list's write fails: the workflow takes it, no row is
+    written."""
+    with monkeypatch.context() as patched:
+        patched.setattr(nominations, "_write_rows", failing_write)
+        return await nominate_rows(
+            env.client,
+            engine,
+            settings,
+            program,
+            [worker_row(serial)],
+            today=await server_today(env),
+        )
+
+
 async def test_a_list_writes_its_rows_and_the_update_runs_no_local_activity(
     time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
 ) -> None:
@@ -109,11 +131,7 @@ async def test_a_row_whose_write_failed_is_written_when_the_list_is_sent_again(
     today = await server_today(env)
     program = make_program(engine, start=today.replace(day=1))
     async with running_worker(env.client, settings, engine, make_sim()):
-        with monkeypatch.context() as patched:
-            patched.setattr(nominations, "_write_rows", failing_write)
-            lost = await nominate_rows(
-                env.client, engine, settings, program, [worker_row(83)], today=today
-            )
+        lost = await nominate_unwritten(env, engine, settings, program, 83, monkeypatch)
         assert lost.accepted == []
         (row,) = lost.rejected
         assert [(e.field, e.message) for e in row.errors] == [("row", SEND_AGAIN)]
@@ -151,11 +169,7 @@ async def test_a_row_nobody_wrote_is_written_by_the_workflow_at_its_reminder(
     today = await server_today(env)
     program = make_program(engine, start=today.replace(day=1))
     async with running_worker(env.client, settings, engine, make_sim()):
-        with monkeypatch.context() as patched:
-            patched.setattr(nominations, "_write_rows", failing_write)
-            lost = await nominate_rows(
-                env.client, engine, settings, program, [worker_row(84)], today=today
-            )
+        lost = await nominate_unwritten(env, engine, settings, program, 84, monkeypatch)
         assert [e.message for e in lost.rejected[0].errors] == [SEND_AGAIN]
         await env.sleep(6 * DAY)
         assert rows_in(engine) == []
