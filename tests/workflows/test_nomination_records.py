@@ -148,7 +148,8 @@ async def test_a_row_whose_write_failed_is_written_when_the_list_is_sent_again(
         assert row_of(engine, enrollment_id).state == "nominated"
         assert [e.action for e in audit_of(engine, enrollment_id)] == ["nominated"]
 
-        # A third time changes nothing: the verifier's step made the row the workflow's.
+        # A step sent around the API (no projected_seq) makes the workflow write its row first,
+        # idempotently; after that a third sending has nothing left to hand back.
         await send_step(
             env.client, enrollment_id, EnrollmentWorkflow.verify, Verification(VERIFIER, True)
         )
