@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from activities.bpjs import BpjsActivities, HttpBpjsAdapter
 from activities.projection import ProjectionActivities
 from models.db import make_engine
+from rentan import heap
 from rentan.logs import configure_logging, get_logger
 from rentan.settings import Settings, get_settings
 from rentan.temporal import connect
@@ -104,6 +105,7 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     log = get_logger("rentan.worker")
+    heap.watch_pauses()
     client = await _connect_with_retry(settings)
     engine = make_engine(settings.resolved_database_url)
     adapter = HttpBpjsAdapter(settings.bpjs_base_url)
@@ -120,6 +122,7 @@ async def run_worker(settings: Settings) -> None:
             bpjs=BpjsActivities(adapter, record=projection.record),
             executor=executor,
         )
+        heap.settle()  # before the first workflow: what start-up allocated is walked no more
         async with worker:
             log.info("worker polling", task_queue=settings.task_queue)
             await stop.wait()

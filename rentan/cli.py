@@ -82,10 +82,14 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
+    from rentan import heap
 
     settings = _settings()
+    app = create_app(settings)
+    heap.watch_pauses()
+    heap.settle()  # the app is built: what start-up allocated is walked no more
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,  # keep the structlog configuration

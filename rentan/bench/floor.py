@@ -63,6 +63,7 @@ def _serve(
 ) -> None:
     """The floor worker process's entry (spawned: a fresh interpreter, like ``rentan worker``)."""
     os.environ.update(env)
+    from rentan import heap
     from rentan.logs import configure_logging
     from rentan.settings import get_settings
     from rentan.temporal import connect
@@ -83,7 +84,10 @@ def _serve(
     async def main() -> None:
         client = await connect(settings)
         with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
-            async with build_worker(client, executor, floor_record):
+            worker = build_worker(client, executor, floor_record)
+            heap.watch_pauses()  # as rentan's worker does (worker.run_worker)
+            heap.settle()
+            async with worker:
                 ready.set()
                 await asyncio.to_thread(stop.wait)
 
