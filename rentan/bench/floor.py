@@ -129,13 +129,17 @@ class FloorWorker:
 
 
 async def _gather_limited(limit: int, calls: Sequence[Any]) -> None:
+    """Run ``calls`` at most ``limit`` at a time. The first failure cancels the rest and is
+    raised at once (in an ExceptionGroup), rather than after thousands of calls still queued."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Any) -> None:
         async with gate:
             await call()
 
-    await asyncio.gather(*(one(c) for c in calls))
+    async with asyncio.TaskGroup() as group:
+        for call in calls:
+            group.create_task(one(call))
 
 
 @dataclass(frozen=True)

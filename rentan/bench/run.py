@@ -141,13 +141,17 @@ async def _in_villages(
     at_once: int,
     run_one: Callable[[cohort.VillageList], Awaitable[object]],
 ) -> None:
+    """Each village's list through ``run_one``, ``at_once`` at a time; the first failure
+    cancels the rest and is raised at once (in an ExceptionGroup)."""
     gate = asyncio.Semaphore(at_once)
 
     async def one(item: cohort.VillageList) -> None:
         async with gate:
             await run_one(item)
 
-    await asyncio.gather(*(one(item) for item in lists))
+    async with asyncio.TaskGroup() as group:
+        for item in lists:
+            group.create_task(one(item))
 
 
 def _probe_lists(lists: list[cohort.VillageList], count: int) -> list[cohort.VillageList]:
