@@ -105,7 +105,6 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     log = get_logger("rentan.worker")
-    heap.watch_pauses()
     client = await _connect_with_retry(settings)
     engine = make_engine(settings.resolved_database_url)
     adapter = HttpBpjsAdapter(settings.bpjs_base_url)
@@ -123,6 +122,7 @@ async def run_worker(settings: Settings) -> None:
             executor=executor,
         )
         heap.settle()  # before the first workflow: what start-up allocated is walked no more
+        heap.watch_pauses()
         async with worker:
             log.info("worker polling", task_queue=settings.task_queue)
             await stop.wait()

@@ -86,8 +86,10 @@ def api() -> None:
 
     settings = _settings()
     app = create_app(settings)
+    # The app is built: what start-up allocated is walked no more. What uvicorn, the lifespan
+    # and the first requests add is left to the collector (~25,000 objects, BENCHMARKS.md 35).
+    heap.settle()
     heap.watch_pauses()
-    heap.settle()  # the app is built: what start-up allocated is walked no more
     uvicorn.run(
         app,
         host=settings.api_host,

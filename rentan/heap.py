@@ -8,16 +8,18 @@ time; callers arriving meanwhile queue behind it (BENCHMARKS.md, item 35). Two m
 
 - ``settle()``, once a process has set itself up: everything start-up allocated (modules, the
   SDK, the app) moves to the collector's permanent generation, which no collection walks again.
-  It is never freed either, which is right for what lives as long as the process.
+  Those objects are still freed when their last reference goes, but a reference cycle through
+  one of them is never collected: right for what lives as long as the process.
 - ``watch_pauses()``: a collection longer than ``PAUSE_WARN_MS`` is logged as a warning with its
   generation and duration, so an operator chasing a latency spike can tell a pause from the rest.
 """
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import time
-from typing import Any
+from collections.abc import Callable
 
 from rentan.logs import get_logger
 
@@ -25,7 +27,7 @@ from rentan.logs import get_logger
 # an open-loop caller would notice (the bench's verification p99 target is 150 ms) is logged.
 PAUSE_WARN_MS = 100.0
 
-_watching: list[Any] = []
+_watching: list[Callable[[str, dict[str, int]], None]] = []
 
 
 def settle() -> int:
@@ -40,7 +42,8 @@ def settle() -> int:
 
 def watch_pauses(warn_ms: float = PAUSE_WARN_MS) -> None:
     """Log each collection that takes longer than ``warn_ms`` (once per process; later calls
-    replace the threshold)."""
+    replace the threshold). Call it after ``settle()``, whose own collection is no pause of
+    the work's."""
     log = get_logger("rentan.heap")
     started = 0.0
 
@@ -49,10 +52,16 @@ def watch_pauses(warn_ms: float = PAUSE_WARN_MS) -> None:
         if phase == "start":
             started = time.perf_counter()
             return
+        if not started:  # installed in the middle of a collection: nothing to time
+            return
         paused_ms = (time.perf_counter() - started) * 1000
+        started = 0.0
         if paused_ms > warn_ms:
-            # Called with the collector off: the log call cannot start another collection.
-            log.warning(
+            # Called with the collector off: the log call cannot start another collection. In
+            # an empty context: whichever request's allocation set the collection off did not
+            # cause the pause, so its request id must not be on the line.
+            contextvars.Context().run(
+                log.warning,
                 "garbage collection paused the process",
                 generation=info["generation"],
                 paused_ms=round(paused_ms, 1),
@@ -60,6 +69,7 @@ def watch_pauses(warn_ms: float = PAUSE_WARN_MS) -> None:
             )
 
     for callback in _watching:
-        gc.callbacks.remove(callback)
+        if callback in gc.callbacks:
+            gc.callbacks.remove(callback)
     _watching[:] = [on_collection]
     gc.callbacks.append(on_collection)

@@ -85,8 +85,8 @@ def _serve(
         client = await connect(settings)
         with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
             worker = build_worker(client, executor, floor_record)
-            heap.watch_pauses()  # as rentan's worker does (worker.run_worker)
-            heap.settle()
+            heap.settle()  # as rentan's worker does (worker.run_worker)
+            heap.watch_pauses()
             async with worker:
                 ready.set()
                 await asyncio.to_thread(stop.wait)
@@ -129,8 +129,9 @@ class FloorWorker:
 
 
 async def _gather_limited(limit: int, calls: Sequence[Any]) -> None:
-    """Run ``calls`` at most ``limit`` at a time. The first failure cancels the rest and is
-    raised at once (in an ExceptionGroup), rather than after thousands of calls still queued."""
+    """Run ``calls`` at most ``limit`` at a time. The first failure cancels the calls still
+    running or queued and, once they have stopped, is raised (in an ExceptionGroup): no call
+    goes on as an orphan task behind a run that has already failed."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Any) -> None:

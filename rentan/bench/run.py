@@ -142,7 +142,7 @@ async def _in_villages(
     run_one: Callable[[cohort.VillageList], Awaitable[object]],
 ) -> None:
     """Each village's list through ``run_one``, ``at_once`` at a time; the first failure
-    cancels the rest and is raised at once (in an ExceptionGroup)."""
+    cancels the rest and, once they have stopped, is raised (in an ExceptionGroup)."""
     gate = asyncio.Semaphore(at_once)
 
     async def one(item: cohort.VillageList) -> None:
