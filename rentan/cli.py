@@ -87,7 +87,7 @@ def api() -> None:
     settings = _settings()
     app = create_app(settings)
     # The app is built: what start-up allocated is walked no more. What uvicorn, the lifespan
-    # and the first requests add is left to the collector (~25,000 objects, BENCHMARKS.md 35).
+    # and the requests add is left to the collector (22,000-29,000 objects, BENCHMARKS.md 35).
     heap.settle()
     heap.watch_pauses()
     uvicorn.run(
