@@ -55,6 +55,7 @@ class Conflict(ProblemError):
 class Unavailable(ProblemError):
     status = 503
     title = "Service unavailable"
+    retry_after_s = 1  # a client's (or a proxy's) cue to send the same request again
 
 
 def problem(
@@ -93,7 +94,10 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, errors=exc.errors, **exc.extra)
+        response = problem(exc.status, exc.title, exc.detail, errors=exc.errors, **exc.extra)
+        if isinstance(exc, Unavailable):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,13 +14,17 @@ from fastapi import HTTPException
 from sqlmodel import Session
 
 from activities import audit
-from api.errors import Conflict
+from api.errors import Conflict, Unavailable
 from api.state import AppState
 from models.db import session_scope
 from models.tables import Enrollment
 from rentan.keys import Principal, Role
-from rentan.steps import StepOutcome, StepRefused, seen_at, send_step
+from rentan.logs import get_logger
+from rentan.steps import NOT_SENT, StepOutcome, StepRefused, seen_at, send_step
+from rentan.temporal import NOT_SENT_ERRORS
 from workflows.messages import Actor, StepResult
+
+log = get_logger("rentan.api")
 
 
 def actor_of(principal: Principal) -> Actor:
@@ -78,6 +82,15 @@ async def run_step(
     except StepRefused as exc:
         record_refusal(state, principal, row, action, exc.message)
         raise Conflict(exc.message, enrollment_id=enrollment_id, state=row.state) from None
+    except NOT_SENT_ERRORS as err:
+        # Not a refusal (nothing to audit): Temporal did not answer in time, or not at all. The
+        # step may have been taken; sent again, it is taken once or refused as already taken.
+        log.warning(
+            "step not sent", enrollment_id=enrollment_id, error=str(err)[:200] or type(err).__name__
+        )
+        raise Unavailable(
+            f"the {action.replace('_', ' ')} {NOT_SENT}", enrollment_id=enrollment_id
+        ) from None
 
 
 def audit_refused_outcomes(

@@ -42,6 +42,7 @@ from domain.regions import regions
 from models.db import session_scope
 from models.tables import Program
 from rentan.logs import get_logger
+from rentan.temporal import NOT_SENT_ERRORS
 from workflows import search_attributes as sa
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import (
@@ -60,6 +61,10 @@ log = get_logger("rentan.nominations")
 # Workflows started at once for one list: enough to answer 1,000 rows in seconds without
 # flooding the Temporal frontend.
 START_CONCURRENCY = 64
+# How long one row's update-with-start may wait for its workflow to take the nomination: a row
+# not taken by then (Temporal overloaded, no worker polling) is answered "send the list again",
+# so a list's call answers instead of hanging. Far above a loaded server's answer (seconds).
+NOMINATION_RPC_TIMEOUT = dt.timedelta(seconds=60)
 
 
 class NominationRefused(Exception):
@@ -212,7 +217,9 @@ class RowNotWritten:
     refusal_kind: str | None = None
 
 
-_NOT_RECORDED = FieldError("row", "could not be recorded right now; send the list again")
+# A row neither accepted nor refused (Temporal or the database did not answer in time).
+SEND_LIST_AGAIN = "could not be recorded right now; send the list again"
+_NOT_RECORDED = FieldError("row", SEND_LIST_AGAIN)
 _SEND_AGAIN = RowNotWritten(_NOT_RECORDED)
 
 
@@ -338,6 +345,7 @@ async def _start_one(
             EnrollmentWorkflow.nominate,
             NominationRequest(actor=actor, village_code=inp.village_code, recorded_by_caller=True),
             start_workflow_operation=operation,
+            rpc_timeout=NOMINATION_RPC_TIMEOUT,
         )
     except WorkflowUpdateFailedError as err:
         cause = err.cause
@@ -356,7 +364,12 @@ async def _start_one(
                 )
             ],
         )
-    except RPCError as err:
-        log.warning("nomination not started", row=number, error=str(err)[:200])
+    except NOT_SENT_ERRORS as err:
+        # Temporal unreachable, or its deadline passed (a loaded server): the workflow may have
+        # taken the nomination or not. The row is answered "send the list again": a resend
+        # reaches the same workflow (its id is the person's) and hands its row back.
+        log.warning(
+            "nomination not started", row=number, error=str(err)[:200] or type(err).__name__
+        )
         return Rejected(number, masked, [_NOT_RECORDED])
     return _Started(number, inp, step)

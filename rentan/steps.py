@@ -10,6 +10,7 @@ the call answers once the projection shows the approvals (``until_projected``).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,6 +27,7 @@ from domain.states import State
 from models.db import session_scope
 from models.tables import Enrollment, FundingSource
 from rentan.logs import get_logger
+from rentan.temporal import NOT_SENT_ERRORS
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import (
     Actor,
@@ -40,6 +42,22 @@ log = get_logger("rentan.steps")
 STEP_CONCURRENCY = 32
 # How long a budget approval waits for the projection to show its steps before it answers anyway.
 PROJECTION_WAIT_S = 10.0
+# How long one Update may wait for its workflow to take the step: past it the step is answered
+# "send it again" (``NOT_SENT``) instead of holding the caller. Far above a loaded server's
+# answer (a bare Update's p99 is tens of milliseconds in the bench).
+STEP_RPC_TIMEOUT = dt.timedelta(seconds=60)
+
+
+# The answer for an Update that did not get through (``rentan.temporal.NOT_SENT_ERRORS``).
+NOT_SENT = "could not be sent right now; send it again"
+NOT_SENT_BUDGET = NOT_SENT + " (its premium stays committed meanwhile)"
+
+
+def _not_sent(enrollment_id: str, err: Exception) -> None:
+    # A timed-out Update's exception has no text: its type says what happened.
+    log.warning(
+        "step not sent", enrollment_id=enrollment_id, error=str(err)[:200] or type(err).__name__
+    )
 
 
 class StepRefused(Exception):
@@ -75,7 +93,7 @@ async def send_step(client: Client, workflow_id: str, update: Any, arg: Any) -> 
     """Run one Update and translate a refusal into ``StepRefused``."""
     handle = client.get_workflow_handle(workflow_id)
     try:
-        result: StepResult = await handle.execute_update(update, arg)
+        result: StepResult = await handle.execute_update(update, arg, rpc_timeout=STEP_RPC_TIMEOUT)
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         raise StepRefused(
@@ -123,13 +141,11 @@ async def send_many(
                 result = await send_step(client, row.workflow_id, update, seen_at(arg, row))
             except StepRefused as exc:
                 return StepOutcome(enrollment_id, ok=False, error=exc.message)
-            except RPCError as err:
+            except NOT_SENT_ERRORS as err:
                 # One Update that could not be sent (Temporal restarting, a timeout) fails its
                 # own id, not the batch: the others' steps are taken and their answers count.
-                log.warning("step not sent", enrollment_id=enrollment_id, error=str(err)[:200])
-                return StepOutcome(
-                    enrollment_id, ok=False, error="could not be sent right now; send it again"
-                )
+                _not_sent(enrollment_id, err)
+                return StepOutcome(enrollment_id, ok=False, error=NOT_SENT)
         return StepOutcome(
             enrollment_id,
             ok=True,
@@ -361,4 +377,10 @@ async def _commit_one(
                     actor=actor.name,
                 )
         return StepOutcome(enrollment_id, ok=False, error=exc.message)
+    except NOT_SENT_ERRORS as err:
+        # The workflow may have taken the approval or not: its premium stays committed (never
+        # spent twice: a second approval of a holder commits nothing more), and the same
+        # approval sent again reaches the workflow or is refused as no longer awaiting budget.
+        _not_sent(enrollment_id, err)
+        return StepOutcome(enrollment_id, ok=False, error=NOT_SENT_BUDGET)
     return StepOutcome(enrollment_id, ok=True, state=result.state, seq=result.seq)

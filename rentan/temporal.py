@@ -8,17 +8,24 @@ from typing import ClassVar
 
 import temporalio.converter
 from pydantic import TypeAdapter
-from temporalio.client import Client
+from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
 )
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, TLSConfig
 
 from rentan.codec import EncryptionCodec
 from rentan.settings import Settings
+
+# What a call to Temporal raises when it did not get through: the server unreachable or
+# refusing (``RPCError``), or its deadline passed first (the SDK raises a timed-out or cancelled
+# Update as ``RPCTimeoutOrCancelledError``, which is not an ``RPCError``: a loaded dev server
+# answers "context deadline exceeded"). The step may or may not have been taken; each caller
+# answers "send it again", which every step heals (BENCHMARKS.md, 2026-11-28).
+NOT_SENT_ERRORS: tuple[type[Exception], ...] = (RPCError, RPCTimeoutOrCancelledError)
 
 # One pydantic TypeAdapter per type for the whole process. The SDK gives every workflow instance
 # a payload converter of its own, and with it an empty adapter cache: rebuilding the adapters for

@@ -35,6 +35,7 @@ from rentan.bench.floor_workflow import (
     floor_note,
     floor_register,
 )
+from rentan.bench.resend import Resends, again_if_not_sent
 from rentan.nominations import START_CONCURRENCY
 from rentan.steps import STEP_CONCURRENCY
 
@@ -128,15 +129,20 @@ class FloorWorker:
             self._process.join()
 
 
+# What the floor's driver sent again (``rentan.bench.resend``), for the report.
+SENT_AGAIN = Resends()
+
+
 async def _gather_limited(limit: int, calls: Sequence[Any]) -> None:
-    """Run ``calls`` at most ``limit`` at a time. The first failure cancels the calls still
-    running or queued and, once they have stopped, is raised (in an ExceptionGroup): no call
-    goes on as an orphan task behind a run that has already failed."""
+    """Run ``calls`` at most ``limit`` at a time, each sent again if Temporal did not take it
+    (``SENT_AGAIN`` counts them). The first failure that stays cancels the calls still running
+    or queued and, once they have stopped, is raised (in an ExceptionGroup): no call goes on as
+    an orphan task behind a run that has already failed."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Any) -> None:
         async with gate:
-            await call()
+            await again_if_not_sent(call, SENT_AGAIN)
 
     async with asyncio.TaskGroup() as group:
         for call in calls:

@@ -21,7 +21,10 @@ from sqlmodel import Session, select
 from domain.categories import VILLAGE_WORKERS, Category
 from models.tables import Enrollment
 from rentan import cohort
+from rentan.bench.resend import Resends, pauses
 from rentan.keys import Role, create_key
+from rentan.nominations import SEND_LIST_AGAIN
+from rentan.steps import NOT_SENT, NOT_SENT_BUDGET
 
 REQUEST_TIMEOUT_S = 600.0
 APBD, DBH_SAWIT = "APBD", "DBH_SAWIT"
@@ -84,6 +87,8 @@ class ApiDriver:
     http: httpx.AsyncClient
     role_keys: dict[str, str]
     operator_keys: dict[str, str]
+    # Rows and ids sent again because the API answered "send it again" (for the report).
+    resends: Resends = dataclasses.field(default_factory=Resends)
 
     async def create_program(self, body: dict[str, object]) -> None:
         response = await self.http.post(
@@ -92,44 +97,94 @@ class ApiDriver:
         _check(response, f"creating program {body['code']}")
 
     async def nominate(self, program: str, item: cohort.VillageList) -> list[str]:
-        response = await self.http.post(
-            f"/v1/programs/{program}/nominations",
-            json={
-                "village_code": item.village.code,
-                "workers": [dataclasses.asdict(row) for row in item.rows],
-            },
-            headers=_bearer(self.operator_keys[item.village.code]),
-        )
-        body = _check(response, f"nominating village {item.village.code}")
-        rejected = body["rejected"]
-        if rejected:
-            raise BenchFailed(f"village {item.village.code}: rows rejected: {rejected!r:.500}")
-        accepted = body["accepted"]
-        assert isinstance(accepted, list)
-        return [a["enrollment_id"] for a in sorted(accepted, key=lambda a: a["row"])]
+        """The list's enrollment ids in row order; rows answered "send the list again" are
+        sent again (``rentan.bench.resend``), any other rejection fails the bench."""
+        ids: dict[int, str] = {}
+        pending = list(range(len(item.rows)))  # indexes into item.rows still to send
+        for pause in [*pauses(), None]:
+            response = await self.http.post(
+                f"/v1/programs/{program}/nominations",
+                json={
+                    "village_code": item.village.code,
+                    "workers": [dataclasses.asdict(item.rows[i]) for i in pending],
+                },
+                headers=_bearer(self.operator_keys[item.village.code]),
+            )
+            body = _check(response, f"nominating village {item.village.code}")
+            accepted, rejected = body["accepted"], body["rejected"]
+            assert isinstance(accepted, list) and isinstance(rejected, list)
+            for a in accepted:
+                ids[pending[a["row"] - 1]] = a["enrollment_id"]
+            final = [
+                r for r in rejected if any(e["message"] != SEND_LIST_AGAIN for e in r["errors"])
+            ]
+            if final or (rejected and pause is None):
+                raise BenchFailed(f"village {item.village.code}: rows rejected: {rejected!r:.500}")
+            if not rejected:
+                break
+            pending = [pending[r["row"] - 1] for r in rejected]
+            self.resends.count += len(pending)
+            await asyncio.sleep(pause or 0)
+        return [ids[i] for i in range(len(item.rows))]
 
     async def verify_village(self, program: str, village_code: str) -> None:
-        response = await self.http.post(
-            f"/v1/programs/{program}/verifications",
-            json={"village_code": village_code, "approve": True, "reason": "matches DPMD records"},
-            headers=_bearer(self.role_keys[Role.DPMD_VERIFIER.value]),
-        )
-        body = _check(response, f"verifying village {village_code}")
-        refused = [r for r in body["results"] if not r["ok"]]  # type: ignore[attr-defined]
-        if refused:
-            raise BenchFailed(f"village {village_code}: verification refused: {refused!r:.500}")
+        """The village's nominated enrollments in one batch; sent again (it selects those still
+        nominated) while some answer "send it again"."""
+        for pause in [*pauses(), None]:
+            response = await self.http.post(
+                f"/v1/programs/{program}/verifications",
+                json={
+                    "village_code": village_code,
+                    "approve": True,
+                    "reason": "matches DPMD records",
+                },
+                headers=_bearer(self.role_keys[Role.DPMD_VERIFIER.value]),
+            )
+            body = _check(response, f"verifying village {village_code}")
+            results = body["results"]
+            assert isinstance(results, list)
+            refused = [r for r in results if not r["ok"]]
+            if not refused:
+                return
+            if pause is None or any(r["error"] != NOT_SENT for r in refused):
+                raise BenchFailed(f"village {village_code}: verification refused: {refused!r:.500}")
+            self.resends.count += len(refused)
+            await asyncio.sleep(pause)
 
     async def approve(self, program: str, source: str, enrollment_ids: list[str]) -> None:
-        response = await self.http.post(
-            f"/v1/programs/{program}/budget-approvals",
-            json={
-                "funding_source": source,
-                "enrollment_ids": enrollment_ids,
-                "reason": "APBD/DBH allocation",
-            },
-            headers=_bearer(self.role_keys[Role.BUDGET_OFFICER.value]),
-        )
-        _check(response, f"committing {source} budget for {len(enrollment_ids)} enrollments")
+        """Commit the premiums; ids answered "send it again" are sent again. A resent id the
+        ledger refuses as no longer awaiting budget was taken the first time."""
+        pending, resent = enrollment_ids, False
+        what = f"committing {source} budget for {len(enrollment_ids)} enrollments"
+        for pause in [*pauses(), None]:
+            response = await self.http.post(
+                f"/v1/programs/{program}/budget-approvals",
+                json={
+                    "funding_source": source,
+                    "enrollment_ids": pending,
+                    "reason": "APBD/DBH allocation",
+                },
+                headers=_bearer(self.role_keys[Role.BUDGET_OFFICER.value]),
+            )
+            if resent and response.status_code == 409:
+                # All or nothing: the ids taken the first time refuse the whole resend.
+                problems = response.json().get("problems", [])
+                taken = {p.split(":")[0] for p in problems if p.endswith("not awaiting budget")}
+                if problems and len(taken) == len(problems):
+                    pending = [i for i in pending if i not in taken]
+                    if not pending:
+                        return
+                    continue
+            results = _check(response, what)["results"]
+            assert isinstance(results, list)
+            refused = [r for r in results if not r["ok"]]
+            if not refused:
+                return
+            if pause is None or any(r["error"] != NOT_SENT_BUDGET for r in refused):
+                raise BenchFailed(f"{what}: refused: {refused!r:.500}")
+            pending, resent = [r["enrollment_id"] for r in refused], True
+            self.resends.count += len(pending)
+            await asyncio.sleep(pause)
 
     async def verify_one(self, enrollment_id: str) -> bool:
         response = await self.http.post(

@@ -81,6 +81,7 @@ class Side:
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     step: Latencies | None = None
+    resends: int = 0  # calls, rows or ids sent again because Temporal did not take them
 
 
 def say(message: str) -> None:
@@ -206,7 +207,11 @@ async def _floor_side(
         ticker.cancel()
         side.cpu_s = {name: w.stop() for name, w in windows.items()}
         side.per_s = options.size / side.seconds
-        say(f"floor: {options.size:,} lifecycles in {side.seconds:.1f} s ({side.per_s:.1f}/s)")
+        side.resends = floor.SENT_AGAIN.count
+        say(
+            f"floor: {options.size:,} lifecycles in {side.seconds:.1f} s ({side.per_s:.1f}/s), "
+            f"{side.resends} calls sent again"
+        )
 
         probe_ids = [f"floor-probe-{i}" for i in range(options.probes)]
         await floor.nominate(client, probe_ids)
@@ -289,9 +294,10 @@ async def _rentan_side(
                 task.cancel()
             side.cpu_s = {name: w.stop() for name, w in windows.items()}
             side.per_s = options.size / side.seconds
+            side.resends = api.resends.count
             say(
                 f"rentan: {options.size:,} enrollments active in {side.seconds:.1f} s "
-                f"({side.per_s:.1f}/s)"
+                f"({side.per_s:.1f}/s), {side.resends} rows or ids sent again"
             )
 
             probe_ids: list[str] = []
@@ -419,6 +425,8 @@ def _report(
         "history_p50_ms": round(history.p50_ms, 1),
         "history_p95_ms": round(history.p95_ms, 1),
         "history_failures": history.failures,
+        "resends": ours.resends,
+        "floor_resends": floor_side.resends,
         "worker_cpu_s": round(ours.cpu_s["worker"], 1),
         "temporal_cpu_s": round(ours.cpu_s["temporal"], 1),
         "api_cpu_s": round(ours.cpu_s["api"], 1),
