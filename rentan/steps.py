@@ -83,7 +83,18 @@ def find_enrollment(session: Session, enrollment_id: str) -> Enrollment:
 def seen_at(arg: Any, row: Enrollment) -> Any:
     """The step, saying which row its caller found the enrollment by, where the step carries
     that (``Verification``, ``Withdrawal``): the workflow then knows its nomination's row exists
-    and leaves writing it (``EnrollmentWorkflow._row_found``)."""
+    and leaves writing it (``EnrollmentWorkflow._row_found``).
+
+    An approval is left to its caller to write only while the row shows the enrollment
+    nominated: one the projection shows verified already goes to the workflow as a plain
+    approval, which refuses it ("already verified"). Sent again after a lost answer (the
+    workflow verified, the row still nominated) it hands the record over again."""
+    if (
+        isinstance(arg, Verification)
+        and arg.recorded_by_caller
+        and row.state != State.NOMINATED.value
+    ):
+        arg = replace(arg, recorded_by_caller=False)
     if isinstance(arg, Verification | Withdrawal) and arg.projected_seq == 0:
         return replace(arg, projected_seq=row.seq)
     return arg
@@ -166,9 +177,10 @@ async def verify_many(
     call writes them all together before it answers, so a read after the answer sees them
     (read your writes), at a fraction of one local activity's cost each (BENCHMARKS.md).
     Should the write fail, the steps are taken but the projection still shows them
-    nominated: sending the same approval again (a batch) hands the records over again, and a
-    withdrawal carries them with its own. Rejections end their workflows and are written by
-    them, as a single verification is.
+    nominated: sending the same approval again (batch or single) hands the records over
+    again, and a withdrawal carries them with its own. Only enrollments the projection shows
+    nominated are approved this way (``seen_at``). Rejections end their workflows and are
+    written by them.
     """
     as_caller = replace(step, recorded_by_caller=step.approve)
     outcomes = await send_many(client, engine, enrollment_ids, EnrollmentWorkflow.verify, as_caller)

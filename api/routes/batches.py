@@ -62,8 +62,9 @@ async def verify_batch(
     """Verify or reject listed enrollments, or a village's nominated ones; a result per id.
 
     The approvals' records are written by this call, together, before it answers
-    (``rentan.steps.verify_many``); a batch approval sent again before the budget approval answers
-    ``ok`` again and changes nothing (it hands over a record a lost answer left unwritten)."""
+    (``rentan.steps.verify_many``). An approval of one the projection still shows nominated
+    answers ``ok`` if its workflow had taken it (a lost answer: it hands the record over); one
+    the projection shows verified is refused."""
     load_program(session, code)
     ids = _selected(session, code, body, [State.NOMINATED.value])
     end_read(session)

@@ -20,7 +20,7 @@ from api.schemas import (
     VerificationIn,
     WithdrawalIn,
 )
-from api.steps import actor_of, load_enrollment, run_step
+from api.steps import actor_of, load_enrollment, run_step, run_verification
 from domain.categories import Category
 from domain.states import State
 from models.tables import Enrollment
@@ -129,9 +129,7 @@ async def verify_enrollment(
 ) -> StepOut:
     """Verify or reject a nominated enrollment."""
     step = Verification(actor=actor_of(principal), approve=body.approve, reason=body.reason)
-    result = await run_step(
-        state, principal, enrollment_id, "verification", EnrollmentWorkflow.verify, step
-    )
+    result = await run_verification(state, principal, enrollment_id, step)
     return StepOut(enrollment_id=result.enrollment_id, state=result.state)
 
 

@@ -125,11 +125,12 @@ async def test_an_approval_sent_again_hands_its_lost_record_over(api: Api) -> No
     ]
     assert (await detail(api, enrollment_id))["state"] == "verified"
     assert decisions(api, enrollment_id) == [("verified", "test-dpmd_verifier", "roster")]
-    # Once written, sending it again changes nothing either.
+    # Once written, the row shows it verified: sent again, it is refused as already verified
+    # (the step is not taken twice), and the refused attempt is in the audit log.
     again = await batch_verify(api, {"enrollment_ids": [enrollment_id], "approve": True})
-    assert [(r["ok"], r["state"]) for r in again] == [(True, "verified")]
+    assert [r["ok"] for r in again] == [False] and "verified" in again[0]["error"]
     actions = [e["action"] for e in await audit_trail(api, enrollment_id)]
-    assert actions == ["nominated", "verified"]
+    assert actions == ["nominated", "verified", "refused_verification"]
 
 
 async def test_a_record_nobody_wrote_goes_with_the_workflows_next_write(api: Api) -> None:
