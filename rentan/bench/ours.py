@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 import httpx
 from sqlalchemy import func
@@ -82,6 +83,19 @@ def _check(response: httpx.Response, what: str) -> dict[str, object]:
     return body
 
 
+def _to_resend(
+    body: dict[str, object], not_sent: str, pause: float | None, what: str
+) -> list[dict[str, Any]]:
+    """A batch answer's ids to send again: those answered ``not_sent``. Any other refusal, or
+    one still there after the last resend (``pause`` None), fails the bench."""
+    results = body["results"]
+    assert isinstance(results, list)
+    refused = [r for r in results if not r["ok"]]
+    if refused and (pause is None or any(r["error"] != not_sent for r in refused)):
+        raise BenchFailed(f"{what}: refused: {refused!r:.500}")
+    return refused
+
+
 @dataclasses.dataclass
 class ApiDriver:
     http: httpx.AsyncClient
@@ -140,16 +154,12 @@ class ApiDriver:
                 },
                 headers=_bearer(self.role_keys[Role.DPMD_VERIFIER.value]),
             )
-            body = _check(response, f"verifying village {village_code}")
-            results = body["results"]
-            assert isinstance(results, list)
-            refused = [r for r in results if not r["ok"]]
+            what = f"verifying village {village_code}"
+            refused = _to_resend(_check(response, what), NOT_SENT, pause, what)
             if not refused:
                 return
-            if pause is None or any(r["error"] != NOT_SENT for r in refused):
-                raise BenchFailed(f"village {village_code}: verification refused: {refused!r:.500}")
             self.resends.count += len(refused)
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pause or 0)
 
     async def approve(self, program: str, source: str, enrollment_ids: list[str]) -> None:
         """Commit the premiums; ids answered "send it again" are sent again. A resent id the
@@ -175,16 +185,12 @@ class ApiDriver:
                     if not pending:
                         return
                     continue
-            results = _check(response, what)["results"]
-            assert isinstance(results, list)
-            refused = [r for r in results if not r["ok"]]
+            refused = _to_resend(_check(response, what), NOT_SENT_BUDGET, pause, what)
             if not refused:
                 return
-            if pause is None or any(r["error"] != NOT_SENT_BUDGET for r in refused):
-                raise BenchFailed(f"{what}: refused: {refused!r:.500}")
             pending, resent = [r["enrollment_id"] for r in refused], True
             self.resends.count += len(pending)
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pause or 0)
 
     async def verify_one(self, enrollment_id: str) -> bool:
         response = await self.http.post(
