@@ -23,7 +23,16 @@ from models.db import session_scope
 from models.tables import Enrollment
 from rentan.keys import Principal, Role
 from rentan.logs import get_logger
-from rentan.steps import NOT_SENT, StepOutcome, StepRefused, record_steps, seen_at, send_step
+from rentan.steps import (
+    NOT_RECORDED,
+    NOT_REFUSALS,
+    NOT_SENT,
+    StepOutcome,
+    StepRefused,
+    record_steps,
+    seen_at,
+    send_step,
+)
 from rentan.temporal import NOT_SENT_ERRORS
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import Actor, StepResult, Verification
@@ -106,7 +115,7 @@ async def run_verification(
                 "verification not recorded", enrollment_id=enrollment_id, error=type(exc).__name__
             )
             raise Unavailable(
-                "the verification is taken but could not be recorded right now; send it again",
+                f"the verification is {NOT_RECORDED}",
                 enrollment_id=enrollment_id,
             ) from None
     return result
@@ -136,7 +145,8 @@ async def _send(
 def audit_refused_outcomes(
     state: AppState, principal: Principal, action: str, outcomes: list[StepOutcome]
 ) -> None:
-    refused = [o for o in outcomes if not o.ok]
+    # A step answered "send it again" may have been taken: it is not written as refused.
+    refused = [o for o in outcomes if not o.ok and o.error not in NOT_REFUSALS]
     if not refused:
         return
     with Session(state.engine, expire_on_commit=False) as session:

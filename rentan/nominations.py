@@ -61,9 +61,11 @@ log = get_logger("rentan.nominations")
 # Workflows started at once for one list: enough to answer 1,000 rows in seconds without
 # flooding the Temporal frontend.
 START_CONCURRENCY = 64
-# How long one row's update-with-start may wait for its workflow to take the nomination: a row
-# not taken by then (Temporal overloaded, no worker polling) is answered "send the list again",
-# so a list's call answers instead of hanging. Far above a loaded server's answer (seconds).
+# How long one row's update-with-start may wait for its workflow to accept the nomination: a
+# row not accepted by then (Temporal overloaded, no worker polling) is answered "send the list
+# again", so a list's call answers instead of hanging. (The SDK's deadline bounds the call that
+# sends the Update, not its later polls for the outcome; the nomination's handler answers as it
+# accepts, so in practice that call is the whole wait.) Far above a loaded server's answer.
 NOMINATION_RPC_TIMEOUT = dt.timedelta(seconds=60)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -42,15 +43,21 @@ log = get_logger("rentan.steps")
 STEP_CONCURRENCY = 32
 # How long a budget approval waits for the projection to show its steps before it answers anyway.
 PROJECTION_WAIT_S = 10.0
-# How long one Update may wait for its workflow to take the step: past it the step is answered
-# "send it again" (``NOT_SENT``) instead of holding the caller. Far above a loaded server's
-# answer (a bare Update's p99 is tens of milliseconds in the bench).
+# How long the call that sends one Update may take: past it the step is answered "send it
+# again" (``NOT_SENT``) instead of holding the caller. The SDK's deadline bounds that call, not
+# its later polls for the outcome: a handler accepted but held up (a local activity waiting on
+# a locked database) still holds its caller. Far above a loaded server's answer (a bare
+# Update's p99 is tens of milliseconds in the bench).
 STEP_RPC_TIMEOUT = dt.timedelta(seconds=60)
 
 
 # The answer for an Update that did not get through (``rentan.temporal.NOT_SENT_ERRORS``).
 NOT_SENT = "could not be sent right now; send it again"
 NOT_SENT_BUDGET = NOT_SENT + " (its premium stays committed meanwhile)"
+# An approval taken by its workflow whose record this call could not write.
+NOT_RECORDED = "taken but could not be recorded right now; send it again"
+# Answers that are no refusal: the step may have been taken, nothing to audit as refused.
+NOT_REFUSALS = frozenset({NOT_SENT, NOT_SENT_BUDGET, NOT_RECORDED})
 
 
 def _not_sent(enrollment_id: str, err: Exception) -> None:
@@ -186,7 +193,16 @@ async def verify_many(
     outcomes = await send_many(client, engine, enrollment_ids, EnrollmentWorkflow.verify, as_caller)
     transitions = [t for o in outcomes for t in o.to_record]
     if transitions:
-        await asyncio.to_thread(record_steps, engine, transitions)
+        try:
+            await asyncio.to_thread(record_steps, engine, transitions)
+        except SQLAlchemyError as exc:
+            # The steps are taken (the workflows keep the records) but not shown: each such id
+            # is answered "send it again", which hands its record over again and writes it.
+            log.warning("approvals not recorded", ids=len(transitions), error=type(exc).__name__)
+            return [
+                replace(o, ok=False, error=NOT_RECORDED, to_record=()) if o.to_record else o
+                for o in outcomes
+            ]
     return outcomes
 
 

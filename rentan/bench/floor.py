@@ -175,6 +175,9 @@ async def nominate(client: Client, workflow_ids: list[str], shape: Shape = FLOOR
                 search_attributes=shape.search_attributes,
             ),
             result_type=int,
+            # One id per step and workflow: a resent call the server had taken is not taken
+            # twice (the handlers only count steps).
+            id=f"nominate:{workflow_id}",
         )
 
     await _gather_limited(START_CONCURRENCY, [lambda w=w: start(w) for w in workflow_ids])
@@ -188,7 +191,7 @@ async def step_all(client: Client, workflow_ids: list[str], update: str) -> None
     async def one(workflow_id: str) -> None:
         # The workflow id as the argument: the variants' local activity takes it.
         await client.get_workflow_handle(workflow_id).execute_update(
-            update, workflow_id, result_type=int
+            update, workflow_id, result_type=int, id=f"{update}:{workflow_id}"
         )
 
     await _gather_limited(STEP_CONCURRENCY, [lambda w=w: one(w) for w in workflow_ids])

@@ -43,6 +43,11 @@ async def again_if_not_sent(call: Callable[[], Awaitable[T]], resends: Resends) 
         try:
             return await call()
         except NOT_SENT_ERRORS:
+            # The SDK raises a cancelled Update as timed out or cancelled: a call cancelled by
+            # its task group (another call failed) is not sent again.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from None
             resends.count += 1
             await asyncio.sleep(pause)
     return await call()

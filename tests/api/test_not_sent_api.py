@@ -6,14 +6,25 @@ server missed its deadline this way in the seed cohort: BENCHMARKS.md, 2026-11-2
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 import rentan.steps
-from rentan.steps import NOT_SENT, NOT_SENT_BUDGET
+from rentan.steps import NOT_RECORDED, NOT_SENT, NOT_SENT_BUDGET
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_problem, worker
-from tests.api.test_steps_api import PREMIUM, approve, nominate, source, step, verify, wait_for
+from tests.api.test_steps_api import (
+    PREMIUM,
+    approve,
+    nominate,
+    refusals,
+    source,
+    step,
+    verify,
+    wait_for,
+)
 from tests.harness import audit_of
 
 NO_TIME = dt.timedelta(microseconds=1)
@@ -69,9 +80,35 @@ async def test_a_batch_verification_not_taken_answers_send_again_per_id(
     assert [(r["enrollment_id"], r["ok"], r["error"]) for r in results] == [
         (i, False, NOT_SENT) for i in ids
     ]
+    # Not sent is no refusal: nothing is written as refused for a step that may be taken.
+    assert await refusals(api, "verification") == []
     await verify(api, *ids)  # the same batch sent again
     for enrollment_id in ids:
         await wait_for(api, enrollment_id, "verified")
+        assert transitions(api, enrollment_id, "verified") == 1
+
+
+async def test_a_batch_whose_records_cannot_be_written_answers_send_again_per_id(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await nominate(api, worker(66), worker(67))
+
+    def failing(*_: Any, **__: Any) -> None:
+        raise OperationalError("INSERT INTO decision ...", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(rentan.steps, "record_steps", failing)
+        answer = await api.http.post(
+            f"/v1/programs/{api.program.code}/verifications",
+            json={"enrollment_ids": ids, "approve": True, "reason": "matches DPMD roster"},
+            headers=api.auth("dpmd_verifier"),
+        )
+    assert answer.status_code == 200, answer.text
+    assert [(r["ok"], r["error"]) for r in answer.json()["results"]] == [(False, NOT_RECORDED)] * 2
+    assert await refusals(api, "verification") == []
+    await verify(api, *ids)  # sent again: the records handed over again, and written
+    for enrollment_id in ids:
+        assert (await wait_for(api, enrollment_id, "verified"))["state"] == "verified"
         assert transitions(api, enrollment_id, "verified") == 1
 
 

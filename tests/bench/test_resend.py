@@ -3,6 +3,8 @@ else, or a call still not taken after the last resend, fails the run."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
@@ -57,3 +59,27 @@ async def test_any_other_failure_is_not_sent_again() -> None:
 def test_the_pauses_double(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resend, "FIRST_PAUSE_S", 1.0)
     assert resend.pauses() == [1.0, 2.0, 4.0]
+
+
+async def test_a_call_its_task_group_cancels_is_not_sent_again() -> None:
+    """The SDK raises a cancelled Update as timed out or cancelled: when another call fails and
+    the task group cancels the rest, they stop instead of being sent again."""
+    attempts: list[int] = []
+
+    async def cancelled_update() -> None:
+        attempts.append(1)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise WorkflowUpdateRPCTimeoutOrCancelledError() from None
+
+    async def failing() -> None:
+        await asyncio.sleep(0.01)
+        raise ValueError("refused")
+
+    resends = Resends()
+    with pytest.raises(ExceptionGroup):
+        async with asyncio.timeout(5), asyncio.TaskGroup() as group:
+            group.create_task(again_if_not_sent(cancelled_update, resends))
+            group.create_task(failing())
+    assert len(attempts) == 1 and resends.count == 0
