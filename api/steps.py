@@ -29,6 +29,7 @@ from rentan.steps import (
     NOT_SENT,
     StepOutcome,
     StepRefused,
+    log_not_sent,
     record_steps,
     seen_at,
     send_step,
@@ -134,9 +135,7 @@ async def _send(
     except NOT_SENT_ERRORS as err:
         # Not a refusal (nothing to audit): Temporal did not answer in time, or not at all. The
         # step may have been taken; sent again, it is taken once or refused as already taken.
-        log.warning(
-            "step not sent", enrollment_id=enrollment_id, error=str(err)[:200] or type(err).__name__
-        )
+        log_not_sent(enrollment_id, err)
         raise Unavailable(
             f"the {action.replace('_', ' ')} {NOT_SENT}", enrollment_id=enrollment_id
         ) from None

@@ -60,7 +60,7 @@ NOT_RECORDED = "taken but could not be recorded right now; send it again"
 NOT_REFUSALS = frozenset({NOT_SENT, NOT_SENT_BUDGET, NOT_RECORDED})
 
 
-def _not_sent(enrollment_id: str, err: Exception) -> None:
+def log_not_sent(enrollment_id: str, err: Exception) -> None:
     # A timed-out Update's exception has no text: its type says what happened.
     log.warning(
         "step not sent", enrollment_id=enrollment_id, error=str(err)[:200] or type(err).__name__
@@ -162,7 +162,7 @@ async def send_many(
             except NOT_SENT_ERRORS as err:
                 # One Update that could not be sent (Temporal restarting, a timeout) fails its
                 # own id, not the batch: the others' steps are taken and their answers count.
-                _not_sent(enrollment_id, err)
+                log_not_sent(enrollment_id, err)
                 return StepOutcome(enrollment_id, ok=False, error=NOT_SENT)
         return StepOutcome(
             enrollment_id,
@@ -409,6 +409,6 @@ async def _commit_one(
         # The workflow may have taken the approval or not: its premium stays committed (never
         # spent twice: a second approval of a holder commits nothing more), and the same
         # approval sent again reaches the workflow or is refused as no longer awaiting budget.
-        _not_sent(enrollment_id, err)
+        log_not_sent(enrollment_id, err)
         return StepOutcome(enrollment_id, ok=False, error=NOT_SENT_BUDGET)
     return StepOutcome(enrollment_id, ok=True, state=result.state, seq=result.seq)

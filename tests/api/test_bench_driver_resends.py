@@ -20,6 +20,17 @@ from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import worker
 from tests.harness import VILLAGE, row_of
 
+
+def driver_for(api: Api, rows: list[WorkerRow]) -> tuple[ApiDriver, cohort.VillageList]:
+    """The bench's driver on the test's API, with the test village's operator key, and a list."""
+    driver = ApiDriver(
+        api.http,
+        {role.value: api.keys[role.value] for role in Role},
+        {VILLAGE: api.keys["village_operator"]},
+    )
+    return driver, cohort.VillageList(regions().villages[VILLAGE], rows)
+
+
 NO_TIME = nominations.NOMINATION_RPC_TIMEOUT / 60_000_000  # one microsecond
 
 
@@ -40,12 +51,7 @@ async def test_rows_answered_send_again_are_resent_and_keep_their_places(
 
     monkeypatch.setattr(nominations_route, "nominate", first_list_times_out)
     rows = [WorkerRow(**{k: str(v) for k, v in worker(s).items()}) for s in (31, 32, 33)]
-    driver = ApiDriver(
-        api.http,
-        {role.value: api.keys[role.value] for role in Role},
-        {VILLAGE: api.keys["village_operator"]},
-    )
-    item = cohort.VillageList(regions().villages[VILLAGE], rows)
+    driver, item = driver_for(api, rows)
 
     ids = await driver.nominate(api.program.code, item)
 
@@ -78,12 +84,7 @@ async def test_only_the_rows_answered_send_again_are_resent_in_their_places(
 
     monkeypatch.setattr(nominations, "_start_one", rows_two_and_four_not_taken_once)
     rows = [WorkerRow(**{k: str(v) for k, v in worker(s).items()}) for s in (41, 42, 43, 44, 45)]
-    driver = ApiDriver(
-        api.http,
-        {role.value: api.keys[role.value] for role in Role},
-        {VILLAGE: api.keys["village_operator"]},
-    )
-    item = cohort.VillageList(regions().villages[VILLAGE], rows)
+    driver, item = driver_for(api, rows)
 
     ids = await driver.nominate(api.program.code, item)
 
