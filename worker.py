@@ -16,24 +16,30 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import uvloop
+from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.bpjs import BpjsActivities, HttpBpjsAdapter
-from activities.projection import ProjectionActivities
+from activities.batch_steps import BatchActivities
+from activities.bpjs import BpjsActivities, BpjsAdapter, HttpBpjsAdapter
+from activities.recording import Recording
+from core import heap
+from core.logs import configure_logging, get_logger
+from core.settings import Settings, get_settings
+from core.temporal import connect
 from models.db import make_engine
-from rentan import heap
-from rentan.logs import configure_logging, get_logger
-from rentan.settings import Settings, get_settings
-from rentan.temporal import connect
+from workflows.batches import BATCH_WORKFLOWS
 from workflows.enrollment import EnrollmentWorkflow
 
 T = TypeVar("T")
-WORKFLOWS = [EnrollmentWorkflow]
+WORKFLOWS = [EnrollmentWorkflow, *BATCH_WORKFLOWS]
 # Projection writes are synchronous SQL: they run on threads so they never block the event loop.
 # One thread per activity slot, so a slot never waits for a thread.
 ACTIVITY_SLOTS = 32
+# The domain's modules are pure (no clock, no randomness, no I/O) and hold the types workflow
+# messages are made of: shared with the sandbox, so pydantic resolves those types in one place.
+SANDBOX_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules("domain")
 WORKFLOW_CACHE = 2000
 
 
@@ -42,13 +48,17 @@ def worker_tuning(executor: ThreadPoolExecutor, *, sandboxed: bool = False) -> d
     floor runs on exactly the settings rentan runs on.
 
     Workflows run unsandboxed: the sandbox re-imports the workflow module for every workflow
-    it loads, which the bench's profile put at a quarter of the worker's CPU (BENCHMARKS.md).
+    it loads, which the bench's profile put at a quarter of the worker's CPU.
     The test suite runs every workflow test sandboxed (``sandboxed=True``), so a
     non-deterministic call (clock, randomness, I/O) in workflow code still fails a test; recorded
     histories in tests/replay catch a change that breaks running workflows.
     """
     return {
-        "workflow_runner": SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
+        "workflow_runner": (
+            SandboxedWorkflowRunner(restrictions=SANDBOX_RESTRICTIONS)
+            if sandboxed
+            else UnsandboxedWorkflowRunner()
+        ),
         "activity_executor": executor,
         "max_concurrent_activities": ACTIVITY_SLOTS,
         "max_concurrent_local_activities": ACTIVITY_SLOTS,
@@ -67,7 +77,7 @@ def run_worker_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run a worker process's ``main`` on uvloop, as every worker (and the bench's floor) does.
 
     The worker's event loop carries every activation, activity task and writer answer: the
-    bench's profile put a fifth of the main thread in asyncio's own loop machinery (BENCHMARKS.md).
+    bench's profile put a fifth of the main thread in asyncio's own loop machinery.
     Workflow code is unaffected: each workflow runs on the SDK's own deterministic loop.
     """
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -78,26 +88,29 @@ def build_worker(
     client: Client,
     settings: Settings,
     *,
-    projection: ProjectionActivities,
-    bpjs: BpjsActivities,
+    engine: Engine,
+    adapter: BpjsAdapter,
     executor: ThreadPoolExecutor,
     task_queue: str | None = None,
     sandboxed: bool = False,
 ) -> Worker:
+    """A worker running every rentan workflow and activity on ``engine`` and ``adapter``."""
+    recording = Recording(engine)
+    bpjs = BpjsActivities(adapter, write=recording.write)
+    batches = BatchActivities(engine, recording)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
         activities=[
-            projection.record_nomination,
-            projection.record_transitions,
-            projection.release_budget,
-            projection.recommit_budget,
-            projection.open_renewal,
-            projection.cancel_renewal,
+            recording.record_steps,
+            recording.open_renewal,
             bpjs.register_participant,
             bpjs.extend_participant,
             bpjs.end_coverage,
+            batches.nominate_list,
+            batches.verify_batch,
+            batches.approve_budget_batch,
         ],
         **worker_tuning(executor, sandboxed=sandboxed),
     )
@@ -107,20 +120,13 @@ async def run_worker(settings: Settings) -> None:
     log = get_logger("rentan.worker")
     client = await _connect_with_retry(settings)
     engine = make_engine(settings.resolved_database_url)
-    adapter = HttpBpjsAdapter(settings.bpjs_base_url)
+    adapter = HttpBpjsAdapter(settings.bpjs_base_url, timeout_s=settings.bpjs_timeout_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    projection = ProjectionActivities(engine)
     with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS, thread_name_prefix="rentan-db") as executor:
-        worker = build_worker(
-            client,
-            settings,
-            projection=projection,
-            bpjs=BpjsActivities(adapter, record=projection.record),
-            executor=executor,
-        )
+        worker = build_worker(client, settings, engine=engine, adapter=adapter, executor=executor)
         heap.settle()  # before the first workflow: what start-up allocated is walked no more
         heap.watch_pauses()
         async with worker:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
 
@@ -25,13 +25,15 @@ import aiohttp
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from domain.records import Record
 from workflows.messages import (
+    END_COVERAGE,
+    EXTEND_PARTICIPANT,
+    REGISTER_PARTICIPANT,
     CoverageEnd,
-    EnrollmentChanges,
     ExtensionRequest,
     RegistrationRequest,
     RegistrationResult,
-    Transition,
 )
 
 
@@ -93,9 +95,8 @@ class AiohttpTransport:
     """HTTP/1.1 with keep-alive over aiohttp, opened on first use (inside the event loop).
 
     aiohttp rather than httpx: one registration per enrollment, and httpx's client cost about
-    2.6 ms of CPU per request with 32 in flight against aiohttp's 0.15 ms
-    (``python -m rentan.bench.http_clients``, BENCHMARKS.md) - a tenth of the worker's CPU per
-    enrollment.
+    2.6 ms of CPU per request with 32 in flight against aiohttp's 0.15 ms, a tenth of the
+    worker's CPU per enrollment.
     """
 
     def __init__(
@@ -240,58 +241,51 @@ def _to_application_error(exc: BpjsError) -> ApplicationError:
     return ApplicationError(str(exc), type="BpjsTransient", next_retry_delay=delay)
 
 
-RecordTransitions = Callable[[list[Transition]], Awaitable[None]]
+WriteRecords = Callable[[Sequence[Record]], Awaitable[None]]
 
 
 class BpjsActivities:
     """Activities around the adapter; registered on the worker as bound methods.
 
-    ``record`` writes transitions to the projection (``ProjectionActivities.record``): a
-    registration writes the steps it carries first, and its activation once BPJS has answered.
+    ``write`` writes records to the projection (``activities.recording.Recording.write``): a
+    registration writes its activation once BPJS has answered, in the same activity.
     """
 
-    def __init__(self, adapter: BpjsAdapter, *, record: RecordTransitions) -> None:
+    def __init__(self, adapter: BpjsAdapter, *, write: WriteRecords) -> None:
         self.adapter = adapter
-        self.record = record
+        self.write = write
 
-    @activity.defn(name="register_participant")
+    @activity.defn(name=REGISTER_PARTICIPANT)
     async def register_participant(self, request: RegistrationRequest) -> RegistrationResult:
-        if request.record_first:
-            # The steps that led here (budget approval, the start of the registration), before
-            # BPJS is asked: while it is tried, the projection shows "registering". Each attempt
-            # writes them again; the seq makes that a no-op.
-            await self.record(request.record_first)
         try:
             result = await self.adapter.register(request)
         except BpjsError as exc:
             raise _to_application_error(exc) from None
-        if request.activation is not None:
-            # A retry after a failed write registers again under the same idempotency key (BPJS
-            # answers with the same KPJ) and writes again (the seq makes that a no-op). The time
-            # is the server's, as every other step's (workflow time): when this attempt began.
-            await self.record(
-                [
-                    dataclasses.replace(
-                        request.activation,
-                        occurred_at=activity.info().current_attempt_scheduled_time,
-                        changes=EnrollmentChanges(
-                            kpj_number=result.kpj_number,
-                            coverage_start=result.coverage_start,
-                            coverage_end=result.coverage_end,
-                        ),
-                    )
-                ]
-            )
-        return result
+        # A retry after a failed write registers again under the same idempotency key (BPJS
+        # answers with the same KPJ) and writes again (the record's key makes that a no-op).
+        # The time is the server's, as every other step's: when this attempt began.
+        draft = request.activation
+        activation = dataclasses.replace(
+            draft,
+            snapshot=dataclasses.replace(
+                draft.snapshot,
+                kpj_number=result.kpj_number,
+                coverage_start=result.coverage_start,
+                coverage_end=result.coverage_end,
+                updated_at=activity.info().current_attempt_scheduled_time,
+            ),
+        )
+        await self.write([activation])
+        return dataclasses.replace(result, activation=activation)
 
-    @activity.defn(name="extend_participant")
+    @activity.defn(name=EXTEND_PARTICIPANT)
     async def extend_participant(self, request: ExtensionRequest) -> RegistrationResult:
         try:
             return await self.adapter.extend(request)
         except BpjsError as exc:
             raise _to_application_error(exc) from None
 
-    @activity.defn(name="end_coverage")
+    @activity.defn(name=END_COVERAGE)
     async def end_coverage(self, request: CoverageEnd) -> None:
         try:
             await self.adapter.end(request)

@@ -9,11 +9,19 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.deps import no_nul_in_url
-from api.errors import document_problems, install_error_handlers
-from api.middleware import RequestLogMiddleware
-from api.routes import batches, codec, enrollments, health, nominations, programs, records
+from api.problems import document_problems, install_error_handlers
+from api.request_log import RequestLogMiddleware
+from api.routers import (
+    batches_router,
+    codec_router,
+    enrollments_router,
+    health_router,
+    nominations_router,
+    programs_router,
+    records_router,
+)
 from api.state import AppState
-from rentan.settings import Settings
+from core.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -37,7 +45,15 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestLogMiddleware)
-    for module in (health, programs, nominations, enrollments, batches, records, codec):
+    for module in (
+        health_router,
+        programs_router,
+        nominations_router,
+        enrollments_router,
+        batches_router,
+        records_router,
+        codec_router,
+    ):
         app.include_router(module.router)
     document_problems(app)
     # The Temporal UI (another origin) calls the codec endpoint from the browser.

@@ -12,8 +12,11 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SessionDep, end_read
-from rentan.keys import Principal, Role, authenticate
+from api.deps import SessionDep, StateDep, end_read
+from domain.records import Actor
+from models.tables import Enrollment
+from services.keys import Principal, Role, authenticate
+from services.steps import find_enrollment
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `rentan keys create`.")
 
@@ -58,3 +61,19 @@ def ensure_visible(principal: Principal, village_code: str, what: str) -> None:
     """404 for a village operator looking at another village's data."""
     if principal.role == Role.VILLAGE_OPERATOR and principal.village_code != village_code:
         raise HTTPException(404, f"{what} not found")
+
+
+def actor_of(principal: Principal) -> Actor:
+    return Actor(
+        name=principal.name, role=principal.role.value, village_code=principal.village_code
+    )
+
+
+def visible_enrollment(state: StateDep, principal: Principal, enrollment_id: str) -> Enrollment:
+    """The enrollment, or 404, also when a village operator asks for another village's."""
+    row = find_enrollment(state.engine, enrollment_id)
+    if row is None or (
+        principal.role == Role.VILLAGE_OPERATOR and row.village_code != principal.village_code
+    ):
+        raise HTTPException(404, f"enrollment {enrollment_id} not found")
+    return row

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from api.errors import Invalid
+from api.problems import Invalid
 from api.state import AppState
 
 

@@ -103,7 +103,7 @@ class WorkerIn(BaseModel):
     """A row as the village typed it; each field is checked by the domain rules, per row."""
 
     # No NUL check here (unlike Body): a bad cell rejects its row, not the village's whole list;
-    # domain.nomination.validate_row refuses control characters field by field.
+    # domain.worker_rows.validate_row refuses control characters field by field.
     model_config = ConfigDict(extra="ignore")
 
     nik: str | int | None = None
@@ -249,7 +249,7 @@ class ResubmissionIn(Body):
 # --- history, audit, reports ---------------------------------------------------------------
 
 
-class TimelineEvent(BaseModel):
+class TimelineEventOut(BaseModel):
     time: dt.datetime
     source: Literal["audit", "temporal"]
     action: str
@@ -266,7 +266,7 @@ class HistoryOut(BaseModel):
     enrollment_id: str
     workflow_id: str
     run_ids: list[str]
-    events: list[TimelineEvent]
+    events: list[TimelineEventOut]
 
 
 class AuditEventOut(BaseModel):

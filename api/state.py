@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
+from core.settings import Settings
+from core.temporal import connect
 from models.db import make_engine
-from rentan.settings import Settings
-from rentan.temporal import connect
 
 
 @dataclass

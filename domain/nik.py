@@ -34,6 +34,13 @@ def person_key(nik: str, *, secret: bytes) -> str:
     return hmac.new(secret, normalize(nik).encode(), hashlib.sha256).hexdigest()
 
 
+def enrollment_id_for(person_key: str, program_code: str) -> str:
+    """A person's enrollment in a program: stable, whichever village nominates them, and no NIK
+    inside. Also the id of the enrollment's workflow (a renewal keeps its first period's)."""
+    digest = hashlib.sha256(f"{person_key}:{program_code}".encode()).hexdigest()
+    return f"enr_{digest[:24]}"
+
+
 def check(
     nik: str, *, birth_date: dt.date | None, gender: str | None, field: str = "nik"
 ) -> list[FieldError]:

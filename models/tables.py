@@ -1,16 +1,22 @@
-"""The projection people search, report on and audit. Temporal holds the process state.
+"""The projection people search, report on and audit, and the facts only the database holds.
 
-Rows are written by activities, idempotently: every write carries a key (``event_key``,
-``entry_key``) or a sequence number (``Enrollment.seq``) so a retried or replayed activity writes
-nothing twice and an older transition never overwrites a newer one.
+Temporal holds each enrollment's process state. The ``enrollment`` rows and the audit log are
+its projection, written only by ``models.recorder`` from the records workflows make: each
+record carries the row's whole snapshot, and a row keeps the snapshot with the highest
+``(run_started_at, seq)``, so records may land in any order and any number of times.
+
+The budget ledger (``commitment``) and the period claims (``period_claim``) are facts of their
+own, each with one writer (``models.ledger``, ``models.claims``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Column, Index, Table, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+from domain.programs import ProgramTerms
 
 
 def table(model: type[SQLModel]) -> Table:
@@ -48,8 +54,24 @@ class Program(SQLModel, table=True):
     verification_expiry_days: int | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
 
+    def terms(self) -> ProgramTerms:
+        """What an enrollment of this program needs to know of it."""
+        return ProgramTerms(
+            code=self.code,
+            period_start=self.period_start,
+            period_end=self.period_end,
+            renewal_lead_days=self.renewal_lead_days,
+            successor=self.successor,
+            verification_reminder_days=self.verification_reminder_days,
+            verification_deadline_days=self.verification_deadline_days,
+            verification_expiry_days=self.verification_expiry_days,
+        )
+
 
 class FundingSource(SQLModel, table=True):
+    """A ceiling (pagu) and the categories it pays for. What is committed against it is the sum
+    of its open commitments (``models.ledger``), never a stored total."""
+
     __table_args__ = (UniqueConstraint("program_code", "code"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -57,7 +79,6 @@ class FundingSource(SQLModel, table=True):
     code: str = Field(max_length=40)
     name: str = Field(max_length=200)
     ceiling_idr: int = Field(sa_column=Column(BigInteger, nullable=False))
-    committed_idr: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     # Comma-separated categories this source pays for.
     categories: str = Field(max_length=400)
 
@@ -65,78 +86,88 @@ class FundingSource(SQLModel, table=True):
         return [c for c in self.categories.split(",") if c]
 
 
-class Person(SQLModel, table=True):
-    """One human, keyed by an HMAC of the NIK; the NIK itself is not stored."""
-
-    person_key: str = Field(primary_key=True, max_length=64)
-    nik_masked: str = Field(max_length=16)
-    full_name: str = Field(max_length=120)
-    birth_date: dt.date
-    gender: str = Field(max_length=1)
-    phone: str | None = Field(default=None, max_length=16)
-
-
 class Enrollment(SQLModel, table=True):
-    """One person in one program period: the searchable projection of a workflow run."""
+    """One person in one program period: the latest snapshot its workflow runs recorded.
+
+    The id derives from the person and the program, so a person has one row per period
+    whichever village nominates them and however often (a re-nomination is a new run)."""
 
     __table_args__ = (
-        UniqueConstraint("program_code", "person_key", name="uq_enrollment_person_period"),
         Index("ix_enrollment_program_state", "program_code", "state"),
         Index("ix_enrollment_program_village", "program_code", "village_code"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
     program_code: str = Field(foreign_key="program.code", max_length=40)
-    person_key: str = Field(foreign_key="person.person_key", index=True, max_length=64)
+    workflow_id: str = Field(index=True, max_length=64)
+    run_id: str = Field(max_length=64)
+    # Which snapshot is newest: runs of one workflow id follow each other in time, and within a
+    # run every record takes the next seq.
+    run_started_at: dt.datetime
+    seq: int
+    state: str = Field(max_length=24)
+    person_key: str = Field(index=True, max_length=64)
+    nik_masked: str = Field(max_length=16)
+    full_name: str = Field(max_length=120)
+    birth_date: dt.date
+    gender: str = Field(max_length=1)
+    phone: str | None = Field(default=None, max_length=16)
     village_code: str = Field(foreign_key="village.code", max_length=13)
     district_code: str = Field(foreign_key="district.code", index=True, max_length=8)
     category: str = Field(max_length=20)
-    full_name: str = Field(max_length=120)
-    nik_masked: str = Field(max_length=16)
-    state: str = Field(max_length=24)
-    kpj_number: str | None = Field(default=None, max_length=20)
-    coverage_start: dt.date | None = None
-    coverage_end: dt.date | None = None
     declared_income_idr: int = Field(sa_column=Column(BigInteger, nullable=False))
     premium_idr: int = Field(sa_column=Column(BigInteger, nullable=False))
     funding_source: str | None = Field(default=None, max_length=40)
-    workflow_id: str = Field(index=True, max_length=64)
-    # Sequence of the last transition applied: a late or replayed write with a lower one is ignored.
-    seq: int = 0
+    kpj_number: str | None = Field(default=None, max_length=20)
+    coverage_start: dt.date | None = None
+    coverage_end: dt.date | None = None
     nominated_by: str = Field(max_length=80)
-    nominated_at: dt.datetime = Field(default_factory=utcnow)
-    updated_at: dt.datetime = Field(default_factory=utcnow)
+    nominated_at: dt.datetime
+    updated_at: dt.datetime
 
 
-class Decision(SQLModel, table=True):
-    """A human step the workflow accepted: who, in which role, when, why."""
+class Commitment(SQLModel, table=True):
+    """The premium a budget approval committed to one enrollment, until released.
+
+    Keyed by the approval that made it; at most one open commitment per enrollment and program
+    (the partial unique index), so racing approvals fund a person once."""
+
+    __table_args__ = (
+        UniqueConstraint("approval_id", "enrollment_id", name="uq_commitment_approval"),
+        Index(
+            "uq_commitment_open",
+            "program_code",
+            "enrollment_id",
+            unique=True,
+            sqlite_where=text("released_at IS NULL"),
+            postgresql_where=text("released_at IS NULL"),
+        ),
+        Index("ix_commitment_source_open", "funding_source_id", "released_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    event_key: str = Field(unique=True, max_length=160)
-    enrollment_id: str = Field(foreign_key="enrollment.id", index=True, max_length=40)
-    action: str = Field(max_length=40)
-    actor: str = Field(max_length=80)
-    role: str = Field(max_length=40)
-    reason: str = Field(default="", max_length=1000)
-    state_before: str = Field(max_length=24)
-    state_after: str = Field(max_length=24)
-    decided_at: dt.datetime
-
-
-class BudgetEntry(SQLModel, table=True):
-    """The budget ledger: commitments (+) and releases (-) against one funding source."""
-
-    __tablename__ = "budget_ledger"
-
-    id: int | None = Field(default=None, primary_key=True)
-    entry_key: str = Field(unique=True, max_length=160)
-    funding_source_id: int = Field(foreign_key="fundingsource.id", index=True)
-    program_code: str = Field(max_length=40)
-    enrollment_id: str = Field(index=True, max_length=40)
-    kind: str = Field(max_length=10)  # commit | release
+    approval_id: str = Field(max_length=64)
+    program_code: str = Field(foreign_key="program.code", max_length=40)
+    enrollment_id: str = Field(max_length=40)
+    funding_source_id: int = Field(foreign_key="fundingsource.id")
     amount_idr: int = Field(sa_column=Column(BigInteger, nullable=False))
-    actor: str = Field(max_length=80)
-    created_at: dt.datetime = Field(default_factory=utcnow)
+    committed_by: str = Field(max_length=80)
+    committed_at: dt.datetime
+    released_at: dt.datetime | None = None
+    released_by: str | None = Field(default=None, max_length=80)
+    release_reason: str | None = Field(default=None, max_length=200)
+
+
+class PeriodClaim(SQLModel, table=True):
+    """Which workflow holds a person's place in a program period: the nomination's own, or the
+    previous period's renewing into it. Claimed before that workflow hears of the period."""
+
+    __tablename__ = "period_claim"
+
+    program_code: str = Field(primary_key=True, max_length=40)
+    person_key: str = Field(primary_key=True, max_length=64)
+    workflow_id: str = Field(max_length=64)
+    claimed_at: dt.datetime
 
 
 class AuditEvent(SQLModel, table=True):

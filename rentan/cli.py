@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from rentan.logs import configure_logging, get_logger
-from rentan.settings import Settings, SettingsError, get_settings
+from core.logs import configure_logging, get_logger
+from core.settings import Settings, SettingsError, get_settings
 
 app = typer.Typer(
     help="rentan: BPJS Ketenagakerjaan enrollment workflows for vulnerable village workers.",
@@ -82,7 +82,7 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
-    from rentan import heap
+    from core import heap
 
     settings = _settings()
     app = create_app(settings)
@@ -139,8 +139,8 @@ def bpjs_sim(
     """
     import uvicorn
 
-    from bpjs_sim.app import create_app
-    from bpjs_sim.settings import SimConfig
+    from bpjs_sim.simulator import create_app
+    from bpjs_sim.sim_config import SimConfig
 
     settings = _settings()
     given = {
@@ -208,8 +208,8 @@ def bench(
     """The cohort through the lifecycle on a fresh embedded stack, against the engine's floor."""
     import json
 
-    from rentan.bench.report import render
-    from rentan.bench.run import BenchOptions, run_bench
+    from bench.report import render
+    from bench.run import BenchOptions, run_bench
 
     configure_logging(level="WARNING", fmt="console")
     figures = asyncio.run(run_bench(BenchOptions(size=size, probes=probes, keep=keep)))
@@ -229,7 +229,7 @@ def keys_create(
     """Create a key and print it once; only its hash is stored."""
     from models.db import make_engine
     from models.migrate import upgrade
-    from rentan.keys import KeyRefused, Role, create_key
+    from services.keys import KeyRefused, Role, create_key
 
     settings = _settings()
     try:
@@ -255,7 +255,7 @@ def keys_create(
 def keys_list() -> None:
     """List keys (id, name, role, village, prefix, created, revoked); never the keys themselves."""
     from models.db import make_engine
-    from rentan.keys import list_keys
+    from services.keys import list_keys
 
     settings = _settings()
     engine = make_engine(settings.resolved_database_url)
@@ -274,7 +274,7 @@ def keys_revoke(
 ) -> None:
     """Revoke a key: it is refused (401) from now on."""
     from models.db import make_engine
-    from rentan.keys import revoke_key
+    from services.keys import revoke_key
 
     settings = _settings()
     engine = make_engine(settings.resolved_database_url)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 
 from domain.categories import Category
-from domain.nomination import WorkerRow
+from domain.worker_rows import WorkerRow
 from domain.regions import Village, regions
 
 SEED_VILLAGE_WORKERS = 24_651

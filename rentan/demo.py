@@ -28,12 +28,12 @@ from models.db import make_engine
 from models.migrate import upgrade
 from models.tables import Enrollment, Program
 from rentan import cohort
-from rentan.nominations import nominate
-from rentan.programs import FundingSourceSpec, ProgramSpec, create_program
-from rentan.reports import GroupBy, coverage_report
-from rentan.settings import Settings
-from rentan.steps import approve_budget, verify_many
-from rentan.temporal import connect
+from services.nominations import nominate
+from services.programs import FundingSourceSpec, ProgramSpec, create_program
+from services.reports import GroupBy, coverage_report
+from core.settings import Settings
+from services.steps import approve_budget, verify_many
+from core.temporal import connect
 from workflows.messages import Actor, Verification
 
 DEMO_OPERATOR_ROLE = "village_operator"

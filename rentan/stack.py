@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, GetSystemInfoRequest
 
-from rentan.binaries import temporal_cli
-from rentan.logs import get_logger
-from rentan.settings import Settings
+from core.binaries import temporal_cli
+from core.logs import get_logger
+from core.settings import Settings
 from workflows.search_attributes import dev_server_flags
 
 log = get_logger("rentan.stack")
@@ -264,7 +264,7 @@ async def _watch(children: list[Child], stop: asyncio.Event) -> None:
 
 async def temporal_ready(settings: Settings) -> bool:
     """True once the frontend answers and the namespace exists (not merely the port is open)."""
-    from rentan.temporal import connect
+    from core.temporal import connect
 
     try:
         client = await connect(settings)
@@ -286,7 +286,7 @@ async def answers_200(url: str) -> bool:
 
 def _dev_keys(settings: Settings) -> Path:
     from models.db import make_engine
-    from rentan.keys import ensure_dev_keys
+    from services.keys import ensure_dev_keys
 
     engine = make_engine(settings.resolved_database_url)
     try:

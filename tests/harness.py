@@ -1,40 +1,44 @@
-"""Building blocks for tests that run real workflows: a worker, a program, a nomination list."""
+"""Building blocks for tests that run real workflows: a worker, a program, a list, the steps.
+
+The steps go through the same services the API calls (``services.nominations``,
+``services.steps``), so a test here exercises the batch workflows and the recorder too.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from temporalio.api.workflowservice.v1 import ListOpenWorkflowExecutionsRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.bpjs import (
-    BpjsActivities,
-    BpjsAdapter,
-    BpjsAnswer,
-    HttpBpjsAdapter,
-    RecordTransitions,
-)
-from activities.projection import ProjectionActivities
-from bpjs_sim.app import SimConfig, Simulator, create_app
-from domain.nomination import WorkerRow
-from models.tables import AuditEvent, BudgetEntry, Enrollment, FundingSource, Program
-from rentan.nominations import NominationResult, nominate
-from rentan.programs import FundingSourceSpec, ProgramSpec, create_program
-from rentan.settings import Settings
-from rentan.steps import approve_budget, send_step
+from activities.bpjs import BpjsAdapter, BpjsAnswer, HttpBpjsAdapter
+from bpjs_sim.sim_config import SimConfig
+from bpjs_sim.simulator import Simulator, create_app
+from core.settings import Settings
+from domain.records import Actor
+from domain.worker_rows import WorkerRow
+from models import ledger
+from models.tables import AuditEvent, Commitment, Enrollment, FundingSource, Program
+from services.nominations import NominationResult, bpjs_timing, nominate
+from services.programs import FundingSourceSpec, ProgramSpec, create_program
+from services.steps import BudgetApprovalResult, approve_budget, verify_many
 from worker import ACTIVITY_SLOTS, build_worker
 from workflows import timing
 from workflows.enrollment import EnrollmentWorkflow
-from workflows.messages import Actor, EnrollmentView, Verification
+from workflows.messages import EnrollmentView, Outcome
+
+T = TypeVar("T")
 
 OPERATOR = Actor(name="op-embawang", role="village_operator", village_code="16.03.01.2011")
 VERIFIER = Actor(name="dpmd-verifier", role="dpmd_verifier")
@@ -42,6 +46,16 @@ BUDGET_OFFICER = Actor(name="budget-officer", role="budget_officer")
 VILLAGE = "16.03.01.2011"  # Embawang, a desa in Tanjung Agung
 OTHER_VILLAGE = "16.03.01.2012"  # Pagar Dewa
 KELURAHAN = "16.03.02.1006"  # Tungkal, a kelurahan in Muara Enim district
+VILLAGE_CATEGORIES = [
+    "kepala_desa",
+    "perangkat_desa",
+    "bpd",
+    "non_perangkat",
+    "linmas",
+    "guru_ngaji",
+    "operator_desa",
+    "rt_rw",
+]
 
 
 class AsgiBpjsTransport:
@@ -91,62 +105,48 @@ def make_sim(config: SimConfig | None = None) -> Sim:
     return Sim(config=config, adapter=adapter, client=client, simulator=app.state.sim)
 
 
+@dataclass
+class Rig:
+    """What a session's workflow tests share: the server, the projection, the BPJS simulator and
+    one worker on ``settings.task_queue``."""
+
+    env: WorkflowEnvironment
+    engine: Engine
+    settings: Settings
+    sim: Sim
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+
 @asynccontextmanager
 async def running_worker(
-    client: Client,
-    settings: Settings,
-    engine: Engine,
-    sim: Sim,
-    *,
-    adapter: BpjsAdapter | None = None,
-    record: RecordTransitions | None = None,
+    client: Client, settings: Settings, engine: Engine, adapter: BpjsAdapter
 ) -> AsyncIterator[None]:
-    """A worker on the test's task queue; ``adapter`` replaces the sim's (e.g. to wrap it), and
-    ``record`` the projection writer the registration activity records the activation with."""
-    projection = ProjectionActivities(engine)
+    """A worker on ``settings.task_queue``, its workflows in the sandbox."""
     with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
         worker = build_worker(
-            client,
-            settings,
-            projection=projection,
-            bpjs=BpjsActivities(adapter or sim.adapter, record=record or projection.record),
-            executor=executor,
-            # Tests run workflows in the sandbox: it fails a test on a non-deterministic call.
-            sandboxed=True,
+            client, settings, engine=engine, adapter=adapter, executor=executor, sandboxed=True
         )
         async with worker:
-            try:
-                yield
-            finally:
-                await terminate_open_workflows(client, worker.task_queue)
+            yield
 
 
-async def terminate_open_workflows(client: Client, task_queue: str) -> int:
-    """Terminate what a test left running on its task queue; how many.
-
-    On the session's time-skipping server a timer firing for a workflow whose worker is gone
-    schedules a workflow task nobody completes, and that stops time skipping for every later
-    test. So nothing outlives the worker that ran it."""
-    request = ListOpenWorkflowExecutionsRequest(namespace=client.namespace, maximum_page_size=500)
-    executions = []
-    while True:
-        page = await client.workflow_service.list_open_workflow_executions(request)
-        executions += [e.execution for e in page.executions]
-        if not page.next_page_token:
-            break
-        request.next_page_token = page.next_page_token
-    terminated = 0
-    for execution in executions:
-        handle = client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id)
+async def stop_program(rig: Rig, program_code: str) -> None:
+    """Terminate what a program's enrollments left running. On the session's time-skipping
+    server a timer that fires later for a finished test's workflow would still run it."""
+    with Session(rig.engine) as session:
+        ids = set(
+            session.exec(
+                select(Enrollment.workflow_id).where(Enrollment.program_code == program_code)
+            )
+        )
+    for workflow_id in ids:
         try:
-            description = await handle.describe()
-            if description.raw_description.execution_config.task_queue.name != task_queue:
-                continue
-            await handle.terminate("the test is over")
+            await rig.client.get_workflow_handle(workflow_id).terminate("the test is over")
         except RPCError:
-            continue  # closed meanwhile
-        terminated += 1
-    return terminated
+            continue  # closed already
 
 
 async def server_today(env: WorkflowEnvironment) -> dt.date:
@@ -190,10 +190,7 @@ def make_program(
     expiry_days: int | None = None,
 ) -> Program:
     start = start or dt.date.today().replace(day=1)
-    end = start
-    for _ in range(months):
-        end = (end + dt.timedelta(days=32)).replace(day=1)
-    end -= dt.timedelta(days=1)
+    end = add_months(start, months) - dt.timedelta(days=1)
     create_program(
         engine,
         ProgramSpec(
@@ -205,27 +202,8 @@ def make_program(
             successor=successor,
             verification_expiry_days=expiry_days,
             funding_sources=[
-                FundingSourceSpec(
-                    code="APBD",
-                    name="APBD Muara Enim",
-                    ceiling_idr=ceiling_idr,
-                    categories=[
-                        "kepala_desa",
-                        "perangkat_desa",
-                        "bpd",
-                        "non_perangkat",
-                        "linmas",
-                        "guru_ngaji",
-                        "operator_desa",
-                        "rt_rw",
-                    ],
-                ),
-                FundingSourceSpec(
-                    code="DBH_SAWIT",
-                    name="DBH Sawit",
-                    ceiling_idr=ceiling_idr,
-                    categories=["petani_sawit"],
-                ),
+                FundingSourceSpec("APBD", "APBD Muara Enim", ceiling_idr, VILLAGE_CATEGORIES),
+                FundingSourceSpec("DBH_SAWIT", "DBH Sawit", ceiling_idr, ["petani_sawit"]),
             ],
         ),
     )
@@ -236,27 +214,68 @@ def make_program(
 
 
 async def nominate_rows(
-    client: Client,
-    engine: Engine,
-    settings: Settings,
+    rig: Rig,
     program: Program,
     rows: list[WorkerRow],
     *,
     village: str = VILLAGE,
     actor: Actor = OPERATOR,
-    today: dt.date | None = None,
 ) -> NominationResult:
     return await nominate(
-        client,
-        engine,
+        rig.client,
         program=program,
         village_code=village,
         rows=list(enumerate(rows, start=1)),
         actor=actor,
-        id_secret=settings.id_secret_bytes(),
-        task_queue=settings.task_queue,
-        today=today or dt.date.today(),
+        id_secret=rig.settings.id_secret_bytes(),
+        task_queue=rig.settings.task_queue,
+        bpjs=bpjs_timing(rig.settings),
+        today=await server_today(rig.env),
     )
+
+
+async def verify(
+    rig: Rig, ids: list[str], *, approve: bool = True, reason: str = "matches DPMD records"
+) -> list[Outcome]:
+    return await verify_many(
+        rig.client,
+        rig.engine,
+        enrollment_ids=ids,
+        actor=VERIFIER,
+        approve=approve,
+        reason=reason,
+        task_queue=rig.settings.task_queue,
+    )
+
+
+async def fund(
+    rig: Rig, program: Program, ids: list[str], *, source: str = "APBD"
+) -> BudgetApprovalResult:
+    return await approve_budget(
+        rig.client,
+        rig.engine,
+        program_code=program.code,
+        funding_source=source,
+        enrollment_ids=ids,
+        actor=BUDGET_OFFICER,
+        task_queue=rig.settings.task_queue,
+        reason="APBD allocation",
+    )
+
+
+async def enroll(
+    rig: Rig, program: Program, rows: list[WorkerRow], *, until: str = "active"
+) -> list[str]:
+    """Nominate, verify and fund ``rows``, then wait until their workflows are ``until``."""
+    result = await nominate_rows(rig, program, rows)
+    assert result.rejected == [], result.rejected
+    ids = [a.enrollment_id for a in result.accepted]
+    assert all(o.ok for o in await verify(rig, ids))
+    approval = await fund(rig, program, ids)
+    assert all(o.ok for o in approval.outcomes), approval.outcomes
+    for enrollment_id in ids:
+        await wait_for_state(rig.env, enrollment_id, until)
+    return ids
 
 
 # --- reading what a test produced ------------------------------------------------------------
@@ -270,80 +289,72 @@ def row_of(engine: Engine, enrollment_id: str) -> Enrollment:
 
 
 def audit_of(engine: Engine, enrollment_id: str) -> list[AuditEvent]:
+    """An enrollment's audit entries in the order its steps were taken."""
+    with Session(engine) as session:
+        rows = list(
+            session.exec(select(AuditEvent).where(AuditEvent.enrollment_id == enrollment_id))
+        )
+    return sorted(rows, key=lambda a: (a.occurred_at, a.id or 0))
+
+
+def actions_of(engine: Engine, enrollment_id: str) -> list[str]:
+    return [a.action for a in audit_of(engine, enrollment_id)]
+
+
+def commitments_of(engine: Engine, program_code: str) -> list[Commitment]:
     with Session(engine) as session:
         return list(
             session.exec(
-                select(AuditEvent)
-                .where(AuditEvent.enrollment_id == enrollment_id)
-                .order_by(col(AuditEvent.id))
-            ).all()
+                select(Commitment)
+                .where(Commitment.program_code == program_code)
+                .order_by(col(Commitment.id))
+            )
         )
 
 
-def ledger_of(engine: Engine, program_code: str) -> list[BudgetEntry]:
+def committed_of(engine: Engine, program_code: str, code: str = "APBD") -> int:
+    """What a funding source has committed: the sum of its open commitments."""
     with Session(engine) as session:
-        return list(
-            session.exec(
-                select(BudgetEntry)
-                .where(BudgetEntry.program_code == program_code)
-                .order_by(col(BudgetEntry.id))
-            ).all()
-        )
-
-
-def source_of(engine: Engine, program_code: str, code: str = "APBD") -> FundingSource:
-    with Session(engine) as session:
-        return session.exec(
+        source = session.exec(
             select(FundingSource).where(
                 FundingSource.program_code == program_code, FundingSource.code == code
             )
         ).one()
+        assert source.id is not None
+        return ledger.committed(session, [source.id])[source.id]
+
+
+async def view_of(client: Client, workflow_id: str) -> EnrollmentView:
+    view: EnrollmentView = await client.get_workflow_handle(workflow_id).query(
+        EnrollmentWorkflow.view
+    )
+    return view
 
 
 async def wait_for_state(
     env: WorkflowEnvironment, workflow_id: str, *states: str, tries: int = 120
 ) -> EnrollmentView:
     """Skip time a second at a time until the workflow's view shows one of ``states``."""
-    handle = env.client.get_workflow_handle(workflow_id)
     for _ in range(tries):
-        view: EnrollmentView = await handle.query(EnrollmentWorkflow.view)
+        view = await view_of(env.client, workflow_id)
         if view.state in states:
             return view
         await env.sleep(dt.timedelta(seconds=1))
     raise AssertionError(f"{workflow_id} stayed {view.state}, never became {states}")
 
 
-async def enroll(
-    env: WorkflowEnvironment,
-    settings: Settings,
-    engine: Engine,
-    program: Program,
-    row: WorkerRow,
-    *,
-    until: str = "active",
-) -> str:
-    """Nominate ``row`` (dated by the server's clock), verify it, approve its budget from APBD
-    and wait until the workflow is ``until``; returns the enrollment id."""
-    client = env.client
-    result = await nominate_rows(
-        client, engine, settings, program, [row], today=await server_today(env)
-    )
-    assert result.rejected == [], result.rejected
-    (accepted,) = result.accepted
-    await send_step(
-        client,
-        accepted.enrollment_id,
-        EnrollmentWorkflow.verify,
-        Verification(actor=VERIFIER, approve=True, reason="matches DPMD records"),
-    )
-    approval = await approve_budget(
-        client,
-        engine,
-        program_code=program.code,
-        funding_source="APBD",
-        enrollment_ids=[accepted.enrollment_id],
-        actor=BUDGET_OFFICER,
-    )
-    assert [o.ok for o in approval.outcomes] == [True], approval.outcomes
-    await wait_for_state(env, accepted.enrollment_id, until)
-    return accepted.enrollment_id
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, what: str, timeout_s: float = 30.0
+) -> T:
+    """Poll ``check`` until it returns something (not None); the one polling helper of the
+    suite, for what another process or thread does in its own time."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.01
+    while True:
+        found = await check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.5)

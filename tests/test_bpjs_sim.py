@@ -22,8 +22,8 @@ from activities.bpjs import (
     InvalidParticipant,
     NikUnknown,
 )
-from bpjs_sim.app import create_app, person_ref, today_wib
-from bpjs_sim.settings import SimConfig
+from bpjs_sim.simulator import create_app, person_ref, today_wib
+from bpjs_sim.sim_config import SimConfig
 from workflows.messages import (
     CoverageEnd,
     ExtensionRequest,

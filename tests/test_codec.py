@@ -14,9 +14,9 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.exceptions import ApplicationError
 
-from rentan.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyUnknown
-from rentan.settings import Settings
-from rentan.temporal import data_converter
+from core.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyUnknown
+from core.settings import Settings
+from core.temporal import data_converter
 from workflows.messages import Actor, EnrollmentInput, PersonData, ProgramTerms
 
 NIK = "1603011505850001"

@@ -1,7 +1,7 @@
 """The production compose file and the image agree with the code: settings, commands, packages.
 
 Docker is not needed: these read ``docker-compose.yml``, ``Dockerfile`` and ``.dockerignore`` as
-text and compare them with ``rentan.settings``, ``rentan.cli``, ``workflows.search_attributes``
+text and compare them with ``core.settings``, ``rentan.cli``, ``workflows.search_attributes``
 and ``pyproject.toml``.
 """
 
@@ -18,7 +18,7 @@ import typer
 import yaml
 
 from rentan.cli import app as cli_app
-from rentan.settings import Settings
+from core.settings import Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,7 +236,7 @@ def test_rentan_env_keys_are_settings_fields(
         for key in rentan_keys
         if key.removeprefix("RENTAN_").lower() not in Settings.model_fields
     )
-    assert not unknown, f"not fields of rentan.settings.Settings: {unknown}"
+    assert not unknown, f"not fields of core.settings.Settings: {unknown}"
 
 
 def test_rentan_env_values_are_valid_settings(services: dict[str, dict[str, Any]]) -> None:

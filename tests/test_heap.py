@@ -9,8 +9,8 @@ import pytest
 import structlog
 from structlog.testing import LogCapture, capture_logs
 
-from rentan import heap
-from rentan.logs import get_logger
+from core import heap
+from core.logs import get_logger
 
 PAUSE_EVENT = "garbage collection paused the process"
 

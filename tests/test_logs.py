@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import structlog
 
-import rentan.logs
-from rentan.logs import configure_logging, get_logger, mask_nik
+import core.logs
+from core.logs import configure_logging, get_logger, mask_nik
 
 NIK = "1603011505850001"
 MASKED = "160301******0001"
@@ -31,15 +31,15 @@ def fresh_logging() -> Iterator[None]:
         for lg in [logging.getLogger(name)]
     }
     saved_structlog = structlog.get_config()
-    saved_flag = rentan.logs._configured
-    rentan.logs._configured = False
+    saved_flag = core.logs._configured
+    core.logs._configured = False
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
     structlog.configure(**saved_structlog)
-    rentan.logs._configured = saved_flag
+    core.logs._configured = saved_flag
     root.handlers[:], level = saved_root
     root.setLevel(level)
     for name, (handlers, propagate, lvl) in saved_named.items():

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rentan.cli import app
-from rentan.settings import (
+from core.settings import (
     ENV_PREFIX,
     PAYLOAD_KEY_FILE,
     Settings,

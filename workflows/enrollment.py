@@ -1,55 +1,43 @@
 """``EnrollmentWorkflow``: one person in one program period, from nomination to the end of coverage.
 
 nominated -verify-> verified -budget-> budget_approved -> registering -> active -> renewal_pending
--> active (next period, continue-as-new) | lapsed. Human steps are Updates with validators (the
-caller learns at once whether the step was taken); each accepted step is written to the
-projection and the audit log by a local activity before the Update answers, so a read after the
-answer sees it. Three exceptions. Budget approval: the registration starts straight after it,
-and the registration activity writes both steps before it calls BPJS, so the Update needs no
-local activity of its own; the caller waits for the projection instead (``rentan.steps``). An
-approval from a batch verification: the caller writes the whole batch's records in one
-transaction from the Updates' answers (``rentan.steps.verify_many``), and the workflow keeps
-each record for its own next write until the budget approval says the projection holds it. A
-nomination from a village's list: the list's call writes its rows in one transaction
-(``rentan.nominations``), and the workflow writes the row itself before any write of its own
-until a step's caller says it found the row (``projected_seq``).
-Deadlines are durable timers. All I/O lives in activities.
+-> active (next period, continue-as-new) | lapsed. Human steps are Updates with validators, so
+the caller learns at once whether a step was taken. Every step makes a ``Record`` (who, when,
+why, and the enrollment's row as the step leaves it) and keeps it, so the run can always say
+what the projection should hold (the ``records`` query). Records are written through one
+recorder, in any order (the row keeps the newest): by the batch that sent a step, by a local
+activity for a single step or the workflow's own steps, and by the registration activity for
+the activation. Deadlines are durable timers; all I/O lives in activities.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bpjs import BpjsActivities
-    from activities.projection import ProjectionActivities
+    from domain.records import SYSTEM, Commitment, Record
     from domain.states import State, refusal
     from workflows import search_attributes as sa
     from workflows import timing
     from workflows.messages import (
-        SYSTEM,
-        Actor,
-        BudgetCommitment,
-        BudgetRecommit,
-        BudgetRelease,
+        END_COVERAGE,
+        EXTEND_PARTICIPANT,
+        OPEN_RENEWAL,
+        REGISTER_PARTICIPANT,
+        BudgetApproval,
         CoverageEnd,
-        EnrollmentChanges,
         EnrollmentInput,
         EnrollmentView,
         ExtensionRequest,
-        NominationRecord,
-        NominationRefusal,
-        NominationRequest,
-        PersonData,
+        Nomination,
+        PeriodRelease,
         RegistrationRequest,
         RegistrationResult,
         Renewal,
@@ -59,74 +47,43 @@ with workflow.unsafe.imports_passed_through():
         Resubmission,
         StepResult,
         Termination,
-        Transition,
         Verification,
         Withdrawal,
     )
+    from workflows.record_keeping import LOCAL_TIMEOUT, RecordKeeping, budget_detail
 
-LOCAL_TIMEOUT = timedelta(seconds=30)
-# Transient BPJS failures retry with backoff, for as long as it takes; what retrying cannot fix
-# (NIK unknown to the population registry, already registered) ends the attempt at once.
-BPJS_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    non_retryable_error_types=["NikUnknown", "AlreadyRegistered", "InvalidParticipant"],
-)
-# The adapter gives up after 10 s; a worker that died mid-call is noticed 15 s in, not 30.
-BPJS_TIMEOUT = timedelta(seconds=15)
 NOMINATION_GRACE = timedelta(hours=1)
-# Patch id. Runs started from its introduction on: the state is no longer upserted as a search
-# attribute, and budget approval records the start of the registration with it. Recorded runs
-# replay the old way. Runs started now carry ``EnrollmentInput.lean_steps`` instead.
-LEAN_STEPS = "lean-steps"
+TERMINATION_REASONS = ("death", "left_office", "moved", "other")
 
 
-class _Step(NamedTuple):
-    """A step to record: what, who, why, and the states around it."""
-
-    action: str
-    actor: Actor
-    reason: str
-    before: State
-    after: State
-    changes: EnrollmentChanges | None = None
-    detail: dict[str, str] | None = None
+def refused(message: str) -> ApplicationError:
+    return ApplicationError(message, type="StepRefused")
 
 
 @workflow.defn
-class EnrollmentWorkflow:
+class EnrollmentWorkflow(RecordKeeping):
     @workflow.init
     def __init__(self, inp: EnrollmentInput) -> None:
         self.inp = inp
-        self.person: PersonData = inp.person
-        self.state: State | None = State.ACTIVE if inp.renewal else None
+        self.person = inp.person
+        # A renewed period starts where the previous one left it: renewal pending.
+        self.state: State | None = State.RENEWAL_PENDING if inp.renewal else None
         self.seq = 0
+        self._records: list[Record] = []
+        self.nominated_at = workflow.now()
         self.kpj: str | None = inp.renewal.kpj_number if inp.renewal else None
         self.coverage: tuple[dt.date, dt.date] | None = None
-        self.funding_source: str | None = inp.renewal.funding_source if inp.renewal else None
+        self.commitment: Commitment | None = inp.renewal.commitment if inp.renewal else None
         self.registration_attempt = 0
         self.renewal_confirmed = False
         self.next_terms: RenewalTerms | None = None
-        self.next_budget: BudgetCommitment | None = None
+        self.next_commitment: Commitment | None = None
         self.terminated: Termination | None = None
-        self.duplicate: str | None = None
-        self.refusal_kind = "DuplicateNomination"  # the type the run fails with, if refused
-        # A human step in flight: the next one waits its turn (its validator refuses it), so two
-        # steps never interleave at their awaits (say, a withdrawal racing a resubmission).
+        # A human step writing its records: the next one waits its turn (its validator refuses
+        # it), so two steps never interleave at their awaits.
         self.step_in_progress: str | None = None
         # Set while the workflow itself changes period (renewal, lapse): human steps wait.
         self.closing: str | None = None
-        # Records reach the projection in seq order: a human step's record and the main line's
-        # next one would otherwise race, and the older one (seq guard) would be dropped.
-        self.record_lock = asyncio.Lock()
-        # Steps taken whose records are not written yet (budget approval on runs that record it
-        # with the registration): the next write, whichever it is, writes them first.
-        self.unrecorded: list[Transition] = []
-        # A nomination its caller writes (``NominationRequest.recorded_by_caller``), until a
-        # step's caller says it found the row (``projected_seq``). A write of the workflow's own
-        # before that writes the row first (idempotently).
-        self.nomination_unconfirmed: NominationRecord | None = None
 
     # --- the main line --------------------------------------------------------------------
 
@@ -137,24 +94,20 @@ class EnrollmentWorkflow:
         else:
             try:
                 await workflow.wait_condition(
-                    lambda: self.state is not None or self.duplicate is not None,
-                    timeout=NOMINATION_GRACE,
+                    lambda: self.state is not None, timeout=NOMINATION_GRACE
                 )
             except TimeoutError:
                 raise ApplicationError("started without a nomination", non_retryable=True) from None
-            if self.duplicate is None:
-                await self._await_verification()
-            if self.duplicate is not None:
-                # Failing (not completing) lets the id be used again once the other one ends.
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                raise ApplicationError(self.duplicate, type=self.refusal_kind)
+            await self._await_verification()
             await workflow.wait_condition(lambda: self.state != State.VERIFIED)
-            while self.state in (State.BUDGET_APPROVED, State.REGISTERING):
+            while self.state == State.REGISTERING:
                 await self._register()
                 if self.state == State.REGISTRATION_FAILED:
                     await self._await_resubmission()
         if self.state in (State.ACTIVE, State.RENEWAL_PENDING):
             await self._cover()
+        if self.terminated is not None:
+            await self._end_at_bpjs(self.terminated)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state_name()
 
@@ -162,103 +115,60 @@ class EnrollmentWorkflow:
         """Reminder, escalation and (where the program says so) expiry while nobody verifies."""
         terms = self.inp.program
         started = workflow.now()
-        stages: list[tuple[int, str]] = [
+        stages = [
             (terms.verification_reminder_days, "verification_reminder"),
             (terms.verification_deadline_days, "verification_escalated"),
         ]
         if terms.verification_expiry_days is not None:
             stages.append((terms.verification_expiry_days, "verification_expired"))
-
-        # A nomination its caller could not write (``refuse_nomination``) ends the wait too.
-        def decided() -> bool:
-            return self.state != State.NOMINATED or self.duplicate is not None
-
         for days, action in sorted(stages):
             left = timing.until(started + timedelta(days=days), workflow.now())
             try:
-                await workflow.wait_condition(decided, timeout=left)
+                await workflow.wait_condition(lambda: self.state != State.NOMINATED, timeout=left)
                 return
             except TimeoutError:
                 if action == "verification_expired":
-                    await self._move(State.EXPIRED, action, SYSTEM, "verification deadline passed")
+                    reason = "verification deadline passed"
+                    await self._write([self._take(State.EXPIRED, action, SYSTEM, reason)])
                     return
-                await self._note(action, f"not verified after {days} days")
-        await workflow.wait_condition(decided)
+                await self._write([self._note(action, f"not verified after {days} days")])
+        await workflow.wait_condition(lambda: self.state != State.NOMINATED)
 
     async def _register(self) -> None:
-        if self.state == State.BUDGET_APPROVED:
-            await self._move(State.REGISTERING, "registration_started", SYSTEM)
         self.registration_attempt += 1
-        # The step that led here may still be writing its record (budget approval records the
-        # start of registration with it): BPJS is called once the projection shows it.
-        await workflow.wait_condition(lambda: not self.record_lock.locked())
-        # Lean runs record the activation in the registration activity itself: one local
-        # activity (and one workflow activation) fewer per enrollment. Its seq is taken only if
-        # the registration succeeds.
-        lean = self.inp.lean_steps
-        first: list[Transition] = []
+        self.closing = "the registration at BPJS is under way"
+        activation = self._draft(State.ACTIVE, "activated", SYSTEM)
         try:
-            # Held while the activity may record: any other record waits and takes a later seq.
-            # (Runs started before lean_steps never held it here, and replay as they ran.)
-            async with self.record_lock if lean else nullcontext():
-                first, self.unrecorded = self.unrecorded, []
-                activation = (
-                    self._transition(
-                        _Step("activated", SYSTEM, "", State.REGISTERING, State.ACTIVE),
-                        seq=self.seq + 1,
-                        occurred_at=workflow.now(),
-                    )
-                    if lean
-                    else None
-                )
-                result: RegistrationResult = await workflow.execute_activity_method(
-                    BpjsActivities.register_participant,
-                    self._registration_request(activation, first),
-                    start_to_close_timeout=BPJS_TIMEOUT,
-                    retry_policy=BPJS_RETRY,
-                )
+            result = await self._at_bpjs(
+                REGISTER_PARTICIPANT, self._registration_request(activation)
+            )
         except ActivityError as err:
-            # The activity wrote ``first`` before calling BPJS, unless it ended some other way
-            # (cancelled): the next write sends them again (writes are idempotent by seq).
-            self.unrecorded = first + self.unrecorded
-            cause = err.cause
-            kind = cause.type if isinstance(cause, ApplicationError) else None
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
-            await self._release_budget(f"registration ended: {message}")
+            self.closing = None
+            kind, message, details = _failure(err)
             if kind == "AlreadyRegistered":
-                details = cause.details if isinstance(cause, ApplicationError) else ()
-                kpj = str(details[0]) if details else None
-                self.kpj = kpj  # the view reports the KPJ BPJS already issued, as the row does
-                await self._move(
-                    State.ALREADY_COVERED,
-                    "already_covered",
-                    SYSTEM,
-                    message,
-                    changes=EnrollmentChanges(kpj_number=kpj),
-                )
+                self.kpj = str(details[0]) if details else None
+                released, self.commitment = self.commitment, None
+                record = self._take(State.ALREADY_COVERED, "already_covered", SYSTEM, message)
+                await self._write([record], release=released)
             else:
-                await self._move(State.REGISTRATION_FAILED, "registration_failed", SYSTEM, message)
+                # The budget stays committed while DPMD corrects the data (``resubmit``).
+                failed = self._take(
+                    State.REGISTRATION_FAILED, "registration_failed", SYSTEM, message
+                )
+                await self._write([failed])
             return
+        self.closing = None
         self.kpj = result.kpj_number
         self.coverage = (result.coverage_start, result.coverage_end)
-        if activation is not None:  # recorded by the activity
-            self.seq = activation.seq
-            self.state = State.ACTIVE
+        if result.activation is None:  # an adapter that records nothing: written here
+            await self._write([self._take(State.ACTIVE, "activated", SYSTEM)])
             return
-        await self._move(
-            State.ACTIVE,
-            "activated",
-            SYSTEM,
-            changes=EnrollmentChanges(
-                kpj_number=result.kpj_number,
-                coverage_start=result.coverage_start,
-                coverage_end=result.coverage_end,
-            ),
-        )
+        # Written by the activity with the KPJ and coverage filled in: the run keeps that.
+        self.seq = result.activation.snapshot.seq
+        self.state = State.ACTIVE
+        self._records.append(result.activation)
 
-    def _registration_request(
-        self, activation: Transition | None, first: list[Transition]
-    ) -> RegistrationRequest:
+    def _registration_request(self, activation: Record) -> RegistrationRequest:
         terms = self.inp.program
         return RegistrationRequest(
             # Same key on every retry and replay: BPJS registers the person at most once.
@@ -272,135 +182,112 @@ class EnrollmentWorkflow:
             period_start=terms.period_start,
             period_end=terms.period_end,
             activation=activation,
-            record_first=first,
         )
 
     async def _await_resubmission(self) -> None:
-        """A failed registration waits for corrected data or withdrawal until the period ends."""
+        """A failed registration waits for corrected data or withdrawal until the period ends;
+        then its budget goes back."""
         left = timing.until(timing.end_of(self.inp.program.period_end), workflow.now())
         try:
             await workflow.wait_condition(
                 lambda: self.state != State.REGISTRATION_FAILED, timeout=left
             )
         except TimeoutError:
-            await self._note("resubmission_window_closed", "the period ended")
+            released, self.commitment = self.commitment, None
+            note = self._note("resubmission_window_closed", "the period ended")
+            await self._write([note], release=released)
 
     async def _start_renewed_period(self, renewal: Renewal) -> None:
         terms = self.inp.program
         self.closing = "the enrollment is moving into its next period"
         try:
-            result: RegistrationResult = await workflow.execute_activity_method(
-                BpjsActivities.extend_participant,
+            result = await self._at_bpjs(
+                EXTEND_PARTICIPANT,
                 ExtensionRequest(
                     idempotency_key=f"{workflow.info().workflow_id}:{terms.code}:extend",
                     kpj_number=renewal.kpj_number,
                     period_start=terms.period_start,
                     period_end=terms.period_end,
                 ),
-                start_to_close_timeout=BPJS_TIMEOUT,
-                retry_policy=BPJS_RETRY,
             )
         except ActivityError as err:
             # BPJS refused the extension for good: the new period never starts.
-            cause = err.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
             self.closing = None
-            await self._move(
-                State.LAPSED,
-                "renewal_failed",
-                SYSTEM,
-                f"BPJS refused the extension: {message}",
-                previous=State.RENEWAL_PENDING,
-            )
-            await self._release_budget(f"renewal failed: {message}")
+            _, message, _ = _failure(err)
+            released, self.commitment = self.commitment, None
+            reason = f"BPJS refused the extension: {message}"
+            record = self._take(State.LAPSED, "renewal_failed", SYSTEM, reason)
+            await self._write([record], release=released)
             return
         self.closing = None
         self.coverage = (result.coverage_start, result.coverage_end)
-        await self._move(
-            State.ACTIVE,
-            "renewed",
-            SYSTEM,
-            f"continues {renewal.previous_enrollment_id}",
-            changes=EnrollmentChanges(
-                kpj_number=renewal.kpj_number,
-                coverage_start=result.coverage_start,
-                coverage_end=result.coverage_end,
-                funding_source=renewal.funding_source,
-            ),
-            previous=State.RENEWAL_PENDING,
-        )
+        reason = f"continues {renewal.previous_enrollment_id}"
+        await self._write([self._take(State.ACTIVE, "renewed", SYSTEM, reason)])
 
     async def _cover(self) -> None:
         """Coverage until the period ends: renewal window, then renewal or lapse."""
         terms = self.inp.program
-        opens = timing.renewal_opens(terms.period_end, terms.renewal_lead_days)
-        ends = timing.end_of(terms.period_end)
-        if await self._terminated_before(opens):
+        if await self._terminated_before(
+            timing.renewal_opens(terms.period_end, terms.renewal_lead_days)
+        ):
             return
         if self.state == State.ACTIVE:
-            self.next_terms = await workflow.execute_local_activity_method(
-                ProjectionActivities.open_renewal,
-                RenewalOpening(self.inp, workflow.info().workflow_id, workflow.now()),
+            self.next_terms = await workflow.execute_local_activity(
+                OPEN_RENEWAL,
+                RenewalOpening(
+                    successor=terms.successor,
+                    person_key=self.inp.person_key,
+                    declared_income_idr=self.inp.declared_income_idr,
+                    workflow_id=workflow.info().workflow_id,
+                ),
+                result_type=RenewalTerms,
                 start_to_close_timeout=LOCAL_TIMEOUT,
             )
-            await self._move(
-                State.RENEWAL_PENDING,
-                "renewal_window_opened",
-                SYSTEM,
-                self.next_terms.refusal or f"next period: {self.next_terms.enrollment_id}",
-            )
-        if await self._terminated_before(ends):
+            reason = self.next_terms.refusal or f"next period: {self.next_terms.enrollment_id}"
+            opened = [self._take(State.RENEWAL_PENDING, "renewal_window_opened", SYSTEM, reason)]
+            if self.next_terms.program is not None:
+                opened.append(self._reservation("renewal_reserved", SYSTEM))
+            await self._write(opened)
+        if await self._terminated_before(timing.end_of(terms.period_end)):
             return
         # From here the period closes (renewal or lapse); no human step may interleave.
         await workflow.wait_condition(lambda: self.step_in_progress is None)
         if self.terminated is not None:  # a termination landed just before the period ended
             return
         self.closing = "the period is closing"
-        terms_next = self.next_terms
-        if (
-            terms_next is not None
-            and terms_next.program is not None
-            and terms_next.enrollment_id is not None
-            and self.renewal_confirmed
-            and self.next_budget is not None
-        ):
-            await self._move(State.ACTIVE, "period_completed", SYSTEM, "renewed")
+        nxt, funded = self.next_terms, self.next_commitment
+        if nxt and nxt.program and nxt.enrollment_id and self.renewal_confirmed and funded:
+            await self._write([self._take(State.ACTIVE, "period_completed", SYSTEM, "renewed")])
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(
-                EnrollmentInput(
-                    enrollment_id=terms_next.enrollment_id,
-                    program=terms_next.program,
+                dataclasses.replace(
+                    self.inp,
+                    enrollment_id=nxt.enrollment_id,
+                    program=nxt.program,
                     person=self.person,
-                    person_key=self.inp.person_key,
-                    village_code=self.inp.village_code,
-                    district_code=self.inp.district_code,
-                    category=self.inp.category,
-                    declared_income_idr=self.inp.declared_income_idr,
-                    premium_idr=self.next_budget.amount_idr,
-                    nominated_by=self.inp.nominated_by,
-                    lean_steps=True,
-                    budget_recorded_by_registration=True,
-                    renewal=Renewal(
-                        previous_enrollment_id=self.inp.enrollment_id,
-                        kpj_number=self.kpj or "",
-                        funding_source=self.next_budget.funding_source,
-                        premium_idr=self.next_budget.amount_idr,
-                    ),
-                )
+                    premium_idr=funded.amount_idr,
+                    renewal=Renewal(self.inp.enrollment_id, self.kpj or "", funded),
+                ),
+                search_attributes=sa.for_enrollment(
+                    nxt.program.code,
+                    self.inp.village_code,
+                    self.inp.district_code,
+                    self.inp.category,
+                ),
             )
         missing = [
             what
             for what, ok in (
                 ("village confirmation", self.renewal_confirmed),
-                ("budget for the next period", self.next_budget is not None),
-                ("a successor program", terms_next is not None and terms_next.program is not None),
+                ("budget for the next period", funded is not None),
+                ("a successor program", nxt is not None and nxt.program is not None),
             )
             if not ok
         ]
-        await self._close_renewal(f"lapsed without {', '.join(missing)}")
-        await self._move(
+        lapsed = self._take(
             State.LAPSED, "lapsed", SYSTEM, f"period ended without {', '.join(missing)}"
         )
+        await self._close_renewal([lapsed], f"lapsed without {', '.join(missing)}")
 
     async def _terminated_before(self, moment: dt.datetime) -> bool:
         try:
@@ -412,352 +299,227 @@ class EnrollmentWorkflow:
             return False
         return True
 
-    async def _close_renewal(self, reason: str) -> None:
-        """Give back the next period's reservation and any budget committed to it."""
-        if self.next_terms is not None and self.next_terms.enrollment_id is not None:
-            await workflow.execute_local_activity_method(
-                ProjectionActivities.cancel_renewal,
-                BudgetRelease(
-                    enrollment_id=self.next_terms.enrollment_id,
-                    program_code=self.next_terms.program.code if self.next_terms.program else "",
-                    actor=SYSTEM,
-                    reason=reason,
-                ),
-                start_to_close_timeout=LOCAL_TIMEOUT,
+    async def _close_renewal(self, records: list[Record], reason: str) -> None:
+        """Write ``records`` with the next period given back: its reservation, claim and budget."""
+        nxt, released = self.next_terms, self.next_commitment
+        unclaim = None
+        if nxt is not None and nxt.program is not None:
+            records = [*records, self._reservation("renewal_cancelled", SYSTEM, reason, lapse=True)]
+            unclaim = PeriodRelease(
+                nxt.program.code, self.inp.person_key, workflow.info().workflow_id
             )
+        self.next_terms = self.next_commitment = None
+        await self._write(records, release=released, unclaim=unclaim)
 
-    # --- Updates: nomination ----------------------------------------------------------------
+    async def _end_at_bpjs(self, step: Termination) -> None:
+        """A termination is taken when DPMD reports it; BPJS is told afterwards, retried."""
+        if self.kpj is None:
+            return
+        try:
+            await self._at_bpjs(
+                END_COVERAGE,
+                CoverageEnd(
+                    idempotency_key=f"{workflow.info().workflow_id}:{self.inp.program.code}:end",
+                    kpj_number=self.kpj,
+                    effective_date=step.effective_date,
+                    reason=step.reason,
+                ),
+            )
+        except ActivityError as err:
+            _, message, _ = _failure(err)
+            await self._write([self._note("bpjs_refused_termination", message)])
+            return
+        await self._write([self._note("coverage_ended_at_bpjs", f"from {step.effective_date}")])
+
+    async def _at_bpjs(self, activity: str, request: Any) -> Any:
+        """A call to BPJS. Transient failures retry with backoff, for as long as it takes; what
+        retrying cannot fix (NIK unknown to the population registry, already registered) ends
+        it at once. A worker that died mid-call is noticed once the call's deadline passed."""
+        timing = self.inp.bpjs
+        return await workflow.execute_activity(
+            activity,
+            request,
+            result_type=None if activity == END_COVERAGE else RegistrationResult,
+            start_to_close_timeout=timedelta(seconds=timing.call_timeout_s),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=timing.max_backoff_s),
+                non_retryable_error_types=["NikUnknown", "AlreadyRegistered", "InvalidParticipant"],
+            ),
+        )
+
+    # --- Updates ----------------------------------------------------------------------------
 
     @workflow.update
-    async def nominate(self, request: NominationRequest) -> StepResult:
-        if request.village_code != self.inp.village_code:
-            # Only reachable while the first nomination is still being recorded.
-            raise ApplicationError(self._duplicate_message(), type="DuplicateNomination")
+    async def nominate(self, step: Nomination) -> StepResult:
         if self.state is not None:
-            # The same list sent again: nothing changes; a row its caller may not have written
-            # yet (the first answer lost) is handed over again.
-            return self._result(nomination=self.nomination_unconfirmed)
-        record = NominationRecord(
-            input=self.inp,
-            workflow_id=workflow.info().workflow_id,
-            run_id=workflow.info().run_id,
-            occurred_at=workflow.now(),
-        )
-        if request.recorded_by_caller and self.inp.lean_steps:
-            # The caller writes the row from the answer, a whole list in one transaction: no
-            # local activity, one workflow activation and one marker fewer (BENCHMARKS.md).
-            # Someone else holding the person's period is found by that write, which then
-            # signals ``refuse_nomination``.
-            self.state = State.NOMINATED
-            self.seq = 1
-            self.nomination_unconfirmed = record
-            return self._result(nomination=record)
-        await self._record_nomination(record)
-        self.state = State.NOMINATED
-        self.seq = 1
-        return self._result()
-
-    async def _record_nomination(self, record: NominationRecord) -> None:
-        """Write the row; someone else holding the person's period makes this a duplicate."""
-        outcome = await workflow.execute_local_activity_method(
-            ProjectionActivities.record_nomination,
-            record,
-            start_to_close_timeout=LOCAL_TIMEOUT,
-        )
-        if not outcome.recorded:
-            self.duplicate = outcome.refusal(self.inp.program.code)
-            raise ApplicationError(
-                self.duplicate,
-                outcome.existing_enrollment_id,
-                type="DuplicateNomination",
-                non_retryable=True,
-            )
-
-    @workflow.signal
-    def refuse_nomination(self, refusal: NominationRefusal) -> None:
-        # Only a row nobody wrote can be refused: not once a step's caller found it, nor while
-        # the workflow writes it itself (that write's own outcome decides).
-        if (
-            self.nomination_unconfirmed is not None
-            and self.state == State.NOMINATED
-            and not self.record_lock.locked()
-        ):
-            self.nomination_unconfirmed = None
-            self.duplicate = refusal.reason
-            self.refusal_kind = refusal.kind
-
-    def _row_found(self, projected_seq: int) -> None:
-        """A step's caller found the enrollment's row: the nomination needs no write of ours."""
-        if projected_seq >= 1:
-            self.nomination_unconfirmed = None
+            # The same village's list again: its nomination's record, for the sender to write.
+            return self._result(self._records[:1])
+        self.nominated_at = workflow.now()
+        detail = {"village_code": self.inp.village_code, "category": self.inp.category}
+        record = self._take(State.NOMINATED, "nominated", step.actor, "", detail, step.batch_id)
+        return await self._answer(step.batch_id, [record])
 
     @nominate.validator
-    def _validate_nominate(self, request: NominationRequest) -> None:
-        if self.duplicate is not None:
-            raise ApplicationError(self.duplicate, type="DuplicateNomination")
-        if self.state is not None and request.village_code != self.inp.village_code:
+    def _validate_nominate(self, step: Nomination) -> None:
+        if step.program_code != self.inp.program.code:
+            raise refused(f"this person's enrollment continues in {self.inp.program.code}")
+        if self.state is not None and step.village_code != self.inp.village_code:
             raise ApplicationError(
-                self._duplicate_message(), self.inp.enrollment_id, type="DuplicateNomination"
+                f"already nominated for {self.inp.program.code} by village "
+                f"{self.inp.village_code} as enrollment {self.inp.enrollment_id}",
+                type="DuplicateNomination",
             )
-
-    def _duplicate_message(self) -> str:
-        return (
-            f"already nominated for {self.inp.program.code} by village "
-            f"{self.inp.village_code} as enrollment {self.inp.enrollment_id}"
-        )
-
-    # --- Updates: human steps ---------------------------------------------------------------
 
     @workflow.update
     async def verify(self, step: Verification) -> StepResult:
-        self._row_found(step.projected_seq)
-        if self._caller_records(step):
-            if self.state == State.VERIFIED:
-                # The same approval again while its record is still the caller's to write (its
-                # first answer may have been lost): nothing changes, the record is handed over
-                # again.
-                return self._result(to_record=self.unrecorded)
-            # The caller writes the record from the answer: no local activity, one workflow
-            # activation and one marker fewer (BENCHMARKS.md). The step stays in
-            # ``unrecorded`` as well, so it reaches the projection with the workflow's next
-            # write even if the caller never writes it, unless the budget approval says the
-            # projection holds it already.
-            self._take_step(
-                State.VERIFIED, "verified", step.actor, step.reason, changes=None, then=None
-            )
-            return self._result(to_record=self.unrecorded)
-        with self._step("verify"):
-            target = State.VERIFIED if step.approve else State.REJECTED
-            await self._move(
-                target, "verified" if step.approve else "rejected", step.actor, step.reason
-            )
-            return self._result()
+        taken = self._taken_by(step.batch_id)
+        if taken:
+            return self._result(taken)
+        target, action = (
+            (State.VERIFIED, "verified") if step.approve else (State.REJECTED, "rejected")
+        )
+        record = self._take(target, action, step.actor, step.reason, batch_id=step.batch_id)
+        return await self._answer(step.batch_id, [record])
 
     @verify.validator
     def _validate_verify(self, step: Verification) -> None:
-        if self._caller_records(step) and self.state == State.VERIFIED:
-            self._check_idle()
+        if self._taken_by(step.batch_id):
             return
         self._require(State.VERIFIED if step.approve else State.REJECTED)
         if not step.approve and not step.reason.strip():
-            raise ApplicationError("a rejection needs a reason", type="StepRefused")
-
-    def _caller_records(self, step: Verification) -> bool:
-        """Whether this verification is written by its caller: only an approval (a rejection
-        ends the workflow, which would take an unwritten record with it), and not while a record
-        of the workflow's own is being written (the caller's could overtake it)."""
-        # Runs from before lean steps keep the old path (and its search-attribute upsert).
-        lean = self.inp.lean_steps and self.inp.budget_recorded_by_registration
-        if not (lean and step.recorded_by_caller and step.approve) or self.record_lock.locked():
-            return False
-        if self.state == State.VERIFIED:
-            # A repeat is answered only while the approval's own record is still pending.
-            return any(t.action == "verified" for t in self.unrecorded)
-        return True
+            raise refused("a rejection needs a reason")
 
     @workflow.update
-    async def approve_budget(self, step: BudgetCommitment) -> StepResult:
-        with self._step("approve_budget"):
-            if self.state == State.RENEWAL_PENDING:
-                self.next_budget = step
-                await self._note(
-                    "renewal_budget_approved",
-                    step.reason,
-                    actor=step.actor,
-                    detail={
-                        "funding_source": step.funding_source,
-                        "amount_idr": str(step.amount_idr),
-                    },
-                )
-                return self._result()
-            # What the projection holds already (a verification its caller wrote) is not
-            # written again by the registration.
-            self._row_found(step.projected_seq)
-            self.unrecorded = [t for t in self.unrecorded if t.seq > step.projected_seq]
-            self.funding_source = step.funding_source
-            changes = EnrollmentChanges(funding_source=step.funding_source)
-            if self.inp.budget_recorded_by_registration:
-                # The registration starts straight after the budget, and its activity writes
-                # both steps before it calls BPJS: the Update answers at once, without a local
-                # activity of its own (BENCHMARKS.md). Until then the projection shows
-                # "verified"; the ledger already holds the commitment.
-                self._take_step(
-                    State.BUDGET_APPROVED,
-                    "budget_approved",
-                    step.actor,
-                    step.reason,
-                    changes=changes,
-                    then=(State.REGISTERING, "registration_started"),
-                )
-                return self._result()
-            # The registration starts straight after the budget: recorded together, the
-            # decision and the system's step cost one local activity (BENCHMARKS.md).
-            await self._move(
-                State.BUDGET_APPROVED,
-                "budget_approved",
-                step.actor,
-                step.reason,
-                changes=changes,
-                then=((State.REGISTERING, "registration_started") if self._lean_steps() else None),
+    def approve_budget(self, step: BudgetApproval) -> StepResult:
+        commitment = step.commitment
+        taken = self._taken_by(commitment.approval_id)
+        if taken:
+            return self._result(taken)
+        batch = commitment.approval_id
+        if self.state == State.RENEWAL_PENDING:
+            self.next_commitment = commitment
+            return self._result(
+                [self._reservation("renewal_budget_approved", step.actor, step.reason, batch)]
             )
-            return self._result()
+        # The registration starts at once: both steps, for the approval's batch to write.
+        self.commitment = commitment
+        approved = self._take(
+            State.BUDGET_APPROVED,
+            "budget_approved",
+            step.actor,
+            step.reason,
+            budget_detail(commitment),
+            batch,
+        )
+        started = self._take(State.REGISTERING, "registration_started", SYSTEM, batch_id=batch)
+        return self._result([approved, started])
 
     @approve_budget.validator
-    def _validate_approve_budget(self, step: BudgetCommitment) -> None:
+    def _validate_approve_budget(self, step: BudgetApproval) -> None:
+        commitment = step.commitment
+        if self._taken_by(commitment.approval_id):
+            return
         self._check_idle()
         if self.state == State.RENEWAL_PENDING:
             terms = self.next_terms
-            if terms is None or terms.program is None or terms.program.code != step.program_code:
-                pending_for = terms.program.code if terms and terms.program else "no program"
-                raise ApplicationError(
-                    f"renewal is pending for {pending_for}, not {step.program_code}",
-                    type="StepRefused",
+            pending_for = terms.program.code if terms and terms.program else None
+            if pending_for != commitment.program_code:
+                raise refused(
+                    f"renewal is pending for {pending_for or 'no program'}, "
+                    f"not {commitment.program_code}"
                 )
-            if self.next_budget is not None:
-                raise ApplicationError(
-                    "next period's budget is already approved", type="StepRefused"
-                )
+            if self.next_commitment is not None:
+                raise refused("next period's budget is already approved")
             return
-        if step.program_code != self.inp.program.code:
-            raise ApplicationError(
-                f"enrollment belongs to {self.inp.program.code}, not {step.program_code}",
-                type="StepRefused",
+        if commitment.program_code != self.inp.program.code:
+            raise refused(
+                f"enrollment belongs to {self.inp.program.code}, not {commitment.program_code}"
             )
         self._require(State.BUDGET_APPROVED)
 
     @workflow.update
     async def withdraw(self, step: Withdrawal) -> StepResult:
-        self._row_found(step.projected_seq)
-        with self._step("withdraw"):
-            # The state changes before any await, so the main line cannot start a registration.
-            await self._move(State.WITHDRAWN, "withdrawn", step.actor, step.reason)
-            await self._release_budget(f"withdrawn: {step.reason}")
-            return self._result()
+        released, self.commitment = self.commitment, None
+        record = self._take(State.WITHDRAWN, "withdrawn", step.actor, step.reason)
+        return await self._answer(None, [record], released)
 
     @withdraw.validator
     def _validate_withdraw(self, step: Withdrawal) -> None:
         self._require(State.WITHDRAWN)
         if not step.reason.strip():
-            raise ApplicationError("a withdrawal needs a reason", type="StepRefused")
+            raise refused("a withdrawal needs a reason")
 
     @workflow.update
     async def confirm_renewal(self, step: RenewalConfirmation) -> StepResult:
-        with self._step("confirm_renewal"):
-            self.renewal_confirmed = step.confirm
-            await self._note(
-                "renewal_confirmed" if step.confirm else "renewal_declined",
-                step.reason,
-                actor=step.actor,
-            )
-            return self._result()
+        self.renewal_confirmed = step.confirm
+        action = "renewal_confirmed" if step.confirm else "renewal_declined"
+        return await self._answer(None, [self._note(action, step.reason, actor=step.actor)])
 
     @confirm_renewal.validator
     def _validate_confirm_renewal(self, step: RenewalConfirmation) -> None:
         self._check_idle()
         if self.state != State.RENEWAL_PENDING:
-            raise ApplicationError(
-                f"enrollment is {self._state_name()}; renewal is not pending", type="StepRefused"
-            )
+            raise refused(f"enrollment is {self._state_name()}; renewal is not pending")
 
     @workflow.update
     async def terminate(self, step: Termination) -> StepResult:
-        with self._step("terminate"):
-            self.terminated = step
-            if self.kpj is not None:
-                await workflow.execute_activity_method(
-                    BpjsActivities.end_coverage,
-                    CoverageEnd(
-                        idempotency_key=f"{workflow.info().workflow_id}:{self.inp.program.code}:end",
-                        kpj_number=self.kpj,
-                        effective_date=step.effective_date,
-                        reason=step.reason,
-                    ),
-                    start_to_close_timeout=BPJS_TIMEOUT,
-                    retry_policy=BPJS_RETRY,
-                )
-            await self._close_renewal(f"terminated: {step.reason}")
-            if self.coverage is not None:
-                # The view follows the projection: coverage now ends on the effective date.
-                self.coverage = (self.coverage[0], step.effective_date)
-            await self._move(
-                State.TERMINATED,
-                "terminated",
-                step.actor,
-                f"{step.reason}: {step.note}".rstrip(": "),
-                changes=EnrollmentChanges(coverage_end=step.effective_date),
-            )
-            return self._result()
+        """Taken at once: coverage ends on the effective date here and now; the main line tells
+        BPJS afterwards (``_end_at_bpjs``)."""
+        self.terminated = step
+        if self.coverage is not None:
+            self.coverage = (self.coverage[0], step.effective_date)
+        reason = f"{step.reason}: {step.note}".rstrip(": ")
+        self.step_in_progress = "terminate"
+        try:
+            record = self._take(State.TERMINATED, "terminated", step.actor, reason)
+            await self._close_renewal([record], f"terminated: {step.reason}")
+        finally:
+            self.step_in_progress = None
+        return self._result([record])
 
     @terminate.validator
     def _validate_terminate(self, step: Termination) -> None:
         self._require(State.TERMINATED)
-        if self.terminated is not None:
-            raise ApplicationError("termination is already under way", type="StepRefused")
-        if step.reason not in ("death", "left_office", "moved", "other"):
-            raise ApplicationError(
-                "reason must be death, left_office, moved or other", type="StepRefused"
-            )
+        if step.reason not in TERMINATION_REASONS:
+            raise refused(f"reason must be one of {', '.join(TERMINATION_REASONS)}")
         terms = self.inp.program
         if not terms.period_start <= step.effective_date <= terms.period_end:
-            raise ApplicationError(
-                f"effective date must fall within {terms.period_start} to {terms.period_end}",
-                type="StepRefused",
+            raise refused(
+                f"effective date must fall within {terms.period_start} to {terms.period_end}"
             )
 
     @workflow.update
     async def resubmit(self, step: Resubmission) -> StepResult:
-        with self._step("resubmit"):
-            if self.funding_source is None:
-                raise ApplicationError("no funding source to commit again", type="StepRefused")
-            await workflow.execute_local_activity_method(
-                ProjectionActivities.recommit_budget,
-                BudgetRecommit(
-                    enrollment_id=self.inp.enrollment_id,
-                    program_code=self.inp.program.code,
-                    funding_source=self.funding_source,
-                    amount_idr=self.inp.premium_idr,
-                    actor=step.actor,
-                ),
-                start_to_close_timeout=LOCAL_TIMEOUT,
-            )
-            self.person = PersonData(
-                nik=self.person.nik,
-                full_name=step.full_name or self.person.full_name,
-                birth_date=step.birth_date or self.person.birth_date,
-                gender=step.gender or self.person.gender,
-                phone=self.person.phone,
-            )
-            await self._move(
-                State.REGISTERING,
-                "resubmitted",
-                step.actor,
-                step.reason,
-                changes=EnrollmentChanges(
-                    full_name=step.full_name, birth_date=step.birth_date, gender=step.gender
-                ),
-            )
-            return self._result()
+        self.person = dataclasses.replace(
+            self.person,
+            full_name=step.full_name or self.person.full_name,
+            birth_date=step.birth_date or self.person.birth_date,
+            gender=step.gender or self.person.gender,
+        )
+        corrected = {
+            name: "corrected"
+            for name in ("full_name", "birth_date", "gender")
+            if getattr(step, name) is not None
+        }
+        record = self._take(State.REGISTERING, "resubmitted", step.actor, step.reason, corrected)
+        return await self._answer(None, [record])
 
     @resubmit.validator
     def _validate_resubmit(self, step: Resubmission) -> None:
         self._require(State.REGISTERING)
         period_end = self.inp.program.period_end
         if workflow.now() >= timing.end_of(period_end):
-            # The main line stopped waiting: a step accepted now would commit budget again
-            # for a registration nobody makes.
-            raise ApplicationError(
-                f"the period ended on {period_end}; a failed registration is no longer resubmitted",
-                type="StepRefused",
+            raise refused(
+                f"the period ended on {period_end}; a failed registration is no longer resubmitted"
             )
         if self.state != State.REGISTRATION_FAILED:
-            raise ApplicationError(
-                f"enrollment is {self._state_name()}; only a failed registration is resubmitted",
-                type="StepRefused",
+            raise refused(
+                f"enrollment is {self._state_name()}; only a failed registration is resubmitted"
             )
         if not (step.full_name or step.birth_date or step.gender):
-            raise ApplicationError(
-                "a resubmission needs at least one correction", type="StepRefused"
-            )
+            raise refused("a resubmission needs at least one correction")
 
     # --- Queries ----------------------------------------------------------------------------
 
@@ -767,183 +529,43 @@ class EnrollmentWorkflow:
             enrollment_id=self.inp.enrollment_id,
             program=self.inp.program.code,
             state=self._state_name(),
+            seq=self.seq,
             kpj_number=self.kpj,
             coverage_start=self.coverage[0] if self.coverage else None,
             coverage_end=self.coverage[1] if self.coverage else None,
-            funding_source=self.funding_source,
+            commitment=self.commitment,
+            next_commitment=self.next_commitment,
             renewal_confirmed=self.renewal_confirmed,
-            next_budget=self.next_budget.funding_source if self.next_budget else None,
-            seq=self.seq,
         )
 
-    # --- helpers ----------------------------------------------------------------------------
+    @workflow.query
+    def records(self) -> list[Record]:
+        """Every record this run made, in seq order: what the projection must hold of it."""
+        return list(self._records)
 
-    def _lean_steps(self) -> bool:
-        # Short-circuits: a run started with the flag never asks the patch (no marker, no upsert).
-        return self.inp.lean_steps or workflow.patched(LEAN_STEPS)
-
-    def _state_name(self) -> str:
-        return self.state.value if self.state else "not nominated"
-
-    def _result(
-        self,
-        *,
-        to_record: list[Transition] | None = None,
-        nomination: NominationRecord | None = None,
-    ) -> StepResult:
-        return StepResult(
-            enrollment_id=self.inp.enrollment_id,
-            state=self._state_name(),
-            seq=self.seq,
-            to_record=list(to_record or []),
-            nomination=nomination,
-        )
-
-    @contextmanager
-    def _step(self, name: str) -> Iterator[None]:
-        self.step_in_progress = name
-        try:
-            yield
-        finally:
-            self.step_in_progress = None
+    # --- step rules -------------------------------------------------------------------------
 
     def _check_idle(self) -> None:
-        if self.closing is not None:
-            raise ApplicationError(f"{self.closing}; try again shortly", type="StepInProgress")
-        if self.step_in_progress is not None:
-            raise ApplicationError(
-                f"another step ({self.step_in_progress}) is in progress; try again",
-                type="StepInProgress",
-            )
+        busy = self.closing or (
+            f"another step ({self.step_in_progress}) is in progress"
+            if self.step_in_progress
+            else None
+        )
+        if busy:
+            raise ApplicationError(f"{busy}; try again shortly", type="StepInProgress")
 
     def _require(self, target: State) -> None:
         if self.state is None:
-            raise ApplicationError("enrollment is not nominated yet", type="StepRefused")
+            raise refused("enrollment is not nominated yet")
         self._check_idle()
         reason = refusal(self.state, target)
         if reason is not None:
-            raise ApplicationError(reason, type="StepRefused")
+            raise refused(reason)
 
-    async def _move(
-        self,
-        target: State,
-        action: str,
-        actor: Actor,
-        reason: str = "",
-        *,
-        changes: EnrollmentChanges | None = None,
-        previous: State | None = None,
-        then: tuple[State, str] | None = None,
-    ) -> None:
-        """Change state and record it; ``then`` is a system step that follows at once (the same
-        record, one local activity for both)."""
-        steps = self._change_state(target, action, actor, reason, changes, previous, then)
-        await self._record(steps)
-        # No search-attribute upsert per step: each cost the server a visibility write, a
-        # quarter of its CPU per enrollment in the bench (BENCHMARKS.md); the projection answers
-        # "which are verified" (GET /v1/enrollments?state=). Runs recorded before keep their
-        # upserts on replay.
-        if not self._lean_steps():
-            workflow.upsert_search_attributes([sa.LEGACY_STATE.value_set(target.value)])
 
-    def _take_step(
-        self,
-        target: State,
-        action: str,
-        actor: Actor,
-        reason: str,
-        *,
-        changes: EnrollmentChanges | None,
-        then: tuple[State, str] | None,
-    ) -> None:
-        """Change state now and leave its record to the next write (``self.unrecorded``)."""
-        steps = self._change_state(target, action, actor, reason, changes, None, then)
-        self.unrecorded += self._numbered(steps, workflow.now())
-
-    def _numbered(self, steps: list[_Step], occurred_at: dt.datetime) -> list[Transition]:
-        """The steps as transitions, each taking the next seq."""
-        transitions = []
-        for step in steps:
-            self.seq += 1
-            transitions.append(self._transition(step, seq=self.seq, occurred_at=occurred_at))
-        return transitions
-
-    def _change_state(
-        self,
-        target: State,
-        action: str,
-        actor: Actor,
-        reason: str,
-        changes: EnrollmentChanges | None,
-        previous: State | None,
-        then: tuple[State, str] | None,
-    ) -> list[_Step]:
-        before = previous or self.state or State.NOMINATED
-        self.state = target
-        steps = [_Step(action, actor, reason, before, target, changes)]
-        if then is not None:
-            self.state, then_action = then
-            steps.append(_Step(then_action, SYSTEM, "", target, self.state))
-        return steps
-
-    async def _note(
-        self,
-        action: str,
-        reason: str,
-        *,
-        actor: Actor = SYSTEM,
-        detail: dict[str, str] | None = None,
-    ) -> None:
-        """An event without a state change (reminder, escalation, a renewal decision)."""
-        current = self.state or State.NOMINATED
-        await self._record([_Step(action, actor, reason, current, current, detail=detail)])
-
-    def _transition(self, step: _Step, *, seq: int, occurred_at: dt.datetime) -> Transition:
-        info = workflow.info()
-        return Transition(
-            enrollment_id=self.inp.enrollment_id,
-            workflow_id=info.workflow_id,
-            run_id=info.run_id,
-            seq=seq,
-            action=step.action,
-            actor=step.actor,
-            state_before=step.before.value,
-            state_after=step.after.value,
-            occurred_at=occurred_at,
-            reason=step.reason,
-            human=step.actor.role != SYSTEM.role,
-            changes=step.changes,
-            detail=step.detail or {},
-        )
-
-    async def _record(self, steps: list[_Step]) -> None:
-        occurred_at = workflow.now()
-        async with self.record_lock:
-            if self.nomination_unconfirmed is not None:
-                # Nobody has shown the row exists (a reminder before any step, a step sent
-                # around the API): written first, so the steps have a row to advance. Until
-                # the write is done a repeat of the list still gets the row to write.
-                await self._record_nomination(self.nomination_unconfirmed)
-                self.nomination_unconfirmed = None
-            # Steps taken earlier and not written yet go first: the projection takes them in order.
-            transitions, self.unrecorded = self.unrecorded, []
-            transitions += self._numbered(steps, occurred_at)
-            await workflow.execute_local_activity_method(
-                ProjectionActivities.record_transitions,
-                transitions,
-                start_to_close_timeout=LOCAL_TIMEOUT,
-            )
-
-    async def _release_budget(self, reason: str) -> None:
-        if self.funding_source is None:
-            return
-        await workflow.execute_local_activity_method(
-            ProjectionActivities.release_budget,
-            BudgetRelease(
-                enrollment_id=self.inp.enrollment_id,
-                program_code=self.inp.program.code,
-                actor=SYSTEM,
-                reason=reason,
-            ),
-            start_to_close_timeout=LOCAL_TIMEOUT,
-        )
+def _failure(err: ActivityError) -> tuple[str | None, str, tuple[Any, ...]]:
+    """The failure's type, message and details, from what the activity raised."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type, cause.message, tuple(cause.details)
+    return None, str(err), ()

@@ -2,24 +2,36 @@
 
 ``temporal workflow list --query "RentanProgram='ME-202610' AND RentanVillage='16.03.01.2011'"``
 
-All four are set once, when the workflow starts, and never change. The enrollment's state is not
-one of them: upserting it at every step cost the server a visibility write each (BENCHMARKS.md);
-the projection answers "which enrollments are verified" (``GET /v1/enrollments?state=``).
+All four are set when a run starts (a renewal's run with its new program) and never change. The
+enrollment's state is not one of them: the projection answers "which enrollments are verified"
+(``GET /v1/enrollments?state=``), and an upsert at every step would cost the server a
+visibility write each.
 """
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 PROGRAM = SearchAttributeKey.for_keyword("RentanProgram")
 VILLAGE = SearchAttributeKey.for_keyword("RentanVillage")
 DISTRICT = SearchAttributeKey.for_keyword("RentanDistrict")
 CATEGORY = SearchAttributeKey.for_keyword("RentanCategory")
-# Upserted at every step by runs started before the "state-not-indexed" patch; replaying them
-# needs the key, nothing sets it any more.
-LEGACY_STATE = SearchAttributeKey.for_keyword("RentanState")
 
 ALL: tuple[SearchAttributeKey[str], ...] = (PROGRAM, VILLAGE, DISTRICT, CATEGORY)
+
+
+def for_enrollment(
+    program_code: str, village_code: str, district_code: str, category: str
+) -> TypedSearchAttributes:
+    """The attributes of one enrollment's run."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PROGRAM, program_code),
+            SearchAttributePair(VILLAGE, village_code),
+            SearchAttributePair(DISTRICT, district_code),
+            SearchAttributePair(CATEGORY, category),
+        ]
+    )
 
 
 def dev_server_flags() -> list[str]:

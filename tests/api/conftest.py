@@ -14,8 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from api.state import AppState
 from models.tables import Program
-from rentan.keys import Role, create_key
-from rentan.settings import Settings
+from services.keys import Role, create_key
+from core.settings import Settings
 from tests.harness import (
     OTHER_VILLAGE,
     VILLAGE,

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from rentan.keys import Role, create_key, list_keys, revoke_key
+from services.keys import Role, create_key, list_keys, revoke_key
 from tests.api.conftest import Api
 from tests.harness import VILLAGE, nik
 

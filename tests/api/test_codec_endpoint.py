@@ -6,7 +6,7 @@ import base64
 
 from temporalio.api.common.v1 import Payload
 
-from rentan.temporal import data_converter
+from core.temporal import data_converter
 from tests.api.conftest import Api
 
 

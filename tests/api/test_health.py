@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from api.errors import PROBLEM_JSON, Conflict, install_error_handlers
+from api.problems import PROBLEM_JSON, Conflict, install_error_handlers
 from api.state import AppState
-from rentan.settings import Settings
+from core.settings import Settings
 
 UNREACHABLE_POSTGRES = "postgresql://postgres@127.0.0.1:1/x"
 PAYLOAD_KEY = base64.b64encode(b"r" * 32).decode()  # readiness decrypts nothing

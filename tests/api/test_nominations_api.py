@@ -15,10 +15,10 @@ import openpyxl
 import pytest
 import structlog
 
-import rentan.logs
-from api.uploads import build_template
-from rentan.keys import Role, create_key
-from rentan.logs import configure_logging
+import core.logs
+from services.spreadsheets import build_template
+from services.keys import Role, create_key
+from core.logs import configure_logging
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_problem, worker
 from tests.harness import KELURAHAN, OTHER_VILLAGE, VILLAGE, nik
@@ -410,13 +410,13 @@ def fresh_logging() -> Iterator[None]:
     root = logging.getLogger()
     saved_root = (root.handlers[:], root.level)
     saved_structlog = structlog.get_config()
-    saved_flag = rentan.logs._configured
-    rentan.logs._configured = False
+    saved_flag = core.logs._configured
+    core.logs._configured = False
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
     structlog.configure(**saved_structlog)
-    rentan.logs._configured = saved_flag
+    core.logs._configured = saved_flag
     root.handlers[:], level = saved_root
     root.setLevel(level)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rentan.keys import Role, create_key
+from services.keys import Role, create_key
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_problem, worker
 from tests.api.test_steps_api import PREMIUM, activate, detail, nominate, step, verify

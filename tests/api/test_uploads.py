@@ -1,4 +1,4 @@
-"""Reading nomination lists from CSV/XLSX uploads, and the Excel template (api.uploads)."""
+"""Reading nomination lists from CSV/XLSX uploads, and the Excel template (services.spreadsheets)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 
 from api import uploads
-from api.uploads import (
+from services.spreadsheets import (
     MAX_BYTES,
     MAX_ROWS,
     UploadError,
@@ -18,7 +18,7 @@ from api.uploads import (
     parse_nomination_file,
 )
 from domain.categories import Category
-from domain.nomination import ProgramRules, WorkerRow, validate_row
+from domain.worker_rows import ProgramRules, WorkerRow, validate_row
 from domain.regions import Village
 
 NIK = "1603015505850003"  # a woman born 15 May 1985

@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 
 from rentan import cohort
-from rentan.bench.floor import _gather_limited
-from rentan.bench.run import _in_villages
+from bench.floor import _gather_limited
+from bench.run import _in_villages
 
 
 class Refused(RuntimeError):

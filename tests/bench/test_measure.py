@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rentan.bench.measure import CpuWindow, cpu_seconds, open_loop, peak_rss_mb, percentile
+from bench.measure import CpuWindow, cpu_seconds, open_loop, peak_rss_mb, percentile
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from domain import nik as nik_rules
 from domain.categories import Category, allowed_in
-from domain.nomination import ProgramRules, WorkerRow, validate_row
+from domain.worker_rows import ProgramRules, WorkerRow, validate_row
 from domain.premium import BpuRate, NoRateInForce, months_of, period_premium
 from domain.regions import normalize_village_code, regions
 from domain.states import FINAL, State, can_move, refusal

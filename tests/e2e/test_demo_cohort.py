@@ -16,7 +16,7 @@ from models.db import make_engine
 from models.tables import Enrollment
 from rentan import cohort
 from rentan.demo import period_for, run_demo
-from rentan.settings import Settings
+from core.settings import Settings
 from tests.conftest import test_settings
 from tests.harness import make_sim, running_worker
 

@@ -19,11 +19,11 @@ import openpyxl
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from api.uploads import build_template
+from services.spreadsheets import build_template
 from domain.premium import period_premium
 from models.db import make_engine
-from rentan.keys import Role, create_key
-from rentan.settings import Settings
+from services.keys import Role, create_key
+from core.settings import Settings
 from tests.conftest import test_settings
 from tests.harness import VILLAGE, add_months, make_sim, nik, running_worker
 

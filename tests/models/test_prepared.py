@@ -10,8 +10,8 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from activities.audit import _LOG
-from activities.projection import _UPSERT_PERSON
+from models.audit_chain import _LOG
+from activities.recording import _UPSERT_PERSON
 from models.db import insert_new, make_engine
 from models.prepared import Prepared
 from models.tables import Enrollment, Person, table

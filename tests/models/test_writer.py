@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from activities import audit
-from activities.audit import AuditEntry, verify_chain
+from models.audit_chain import AuditEntry, verify_chain
 from models import checkpoints
 from models.db import make_engine
 from models.tables import AuditEvent

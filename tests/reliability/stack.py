@@ -33,12 +33,12 @@ from sqlalchemy.engine import Engine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bpjs_sim.app import person_ref
+from bpjs_sim.simulator import person_ref
 from domain.categories import Category
-from domain.nomination import WorkerRow
+from domain.worker_rows import WorkerRow
 from models.db import make_engine
 from rentan import cohort
-from rentan.keys import Role, create_key
+from services.keys import Role, create_key
 from rentan.stack import free_ports
 
 HOST = "127.0.0.1"

@@ -28,7 +28,7 @@ import openpyxl
 import pytest
 from temporalio.client import Client
 
-from domain.nomination import WorkerRow
+from domain.worker_rows import WorkerRow
 from tests.reliability.conftest import Record
 from tests.reliability.stack import Keys, Stack, village_lists, worker_json
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from domain.nomination import WorkerRow
+from domain.worker_rows import WorkerRow
 from tests.reliability.conftest import Record, StackFactory
 from tests.reliability.stack import (
     Keys,

@@ -12,10 +12,10 @@ from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from bpjs_sim.settings import SimConfig
+from bpjs_sim.sim_config import SimConfig
 from models.tables import Enrollment
-from rentan.settings import Settings
-from rentan.steps import approve_budget, send_step, verify_many
+from core.settings import Settings
+from services.steps import approve_budget, send_step, verify_many
 from tests.harness import (
     BUDGET_OFFICER,
     OPERATOR,

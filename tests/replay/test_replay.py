@@ -26,7 +26,7 @@ from pathlib import Path
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from rentan.temporal import data_converter
+from core.temporal import data_converter
 from tests.conftest import test_settings
 from workflows.enrollment import EnrollmentWorkflow
 

@@ -70,7 +70,7 @@ def test_bench_reports_every_figure_and_stops_its_stack(tmp_path: Path) -> None:
     logs = keep / "logs"
     assert {p.name for p in logs.iterdir()} >= {"temporal.log", "worker.log", "api.log"}
     assert "worker stopping" in (logs / "worker.log").read_text()
-    # Both settled their start-up heap (rentan.heap) before taking work.
+    # Both settled their start-up heap (core.heap) before taking work.
     assert "heap settled" in (logs / "worker.log").read_text()
     assert "heap settled" in (logs / "api.log").read_text()
     assert processes_using(keep) == []

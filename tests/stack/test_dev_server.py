@@ -18,9 +18,9 @@ import pytest
 from temporalio import activity
 from temporalio.client import Client
 
-from rentan.bench import floor
-from rentan.bench.extras import VARIANTS
-from rentan.bench.run import start_temporal, temporal_child
+from bench import floor
+from bench.extras import VARIANTS
+from bench.run import start_temporal, temporal_child
 from rentan.stack import free_ports
 from worker import ACTIVITY_SLOTS
 from workflows import search_attributes as sa

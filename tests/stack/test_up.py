@@ -15,14 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from domain.nomination import WorkerRow
+from domain.worker_rows import WorkerRow
 from models.db import make_engine
 from models.tables import Program
-from rentan.nominations import nominate
-from rentan.programs import FundingSourceSpec, ProgramSpec, create_program
-from rentan.settings import Settings
+from services.nominations import nominate
+from services.programs import FundingSourceSpec, ProgramSpec, create_program
+from core.settings import Settings
 from rentan.stack import free_ports
-from rentan.temporal import connect
+from core.temporal import connect
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import Actor
 

@@ -12,10 +12,10 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from activities import audit
-from activities.audit import GENESIS, AuditEntry, row_hash, verify_chain
+from models.audit_chain import GENESIS, AuditEntry, row_hash, verify_chain
 from models.db import session_scope
 from models.tables import AuditEvent
-from rentan.settings import Settings
+from core.settings import Settings
 from tests.harness import (
     audit_of,
     enroll,

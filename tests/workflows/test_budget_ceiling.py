@@ -1,6 +1,6 @@
 """A funding source is never committed beyond its ceiling, however many approvals race
 (invariant 4): many threads commit at once against PostgreSQL, each in its own transaction the
-way ``rentan.steps.approve_budget`` does; and through the workflow, a batch larger than what
+way ``services.steps.approve_budget`` does; and through the workflow, a batch larger than what
 remains is refused whole."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities import budget
 from models.db import make_engine, session_scope
 from models.tables import BudgetEntry, Enrollment, Person
-from rentan.settings import Settings
-from rentan.steps import StepRefused, approve_budget, send_step
+from core.settings import Settings
+from services.steps import StepRefused, approve_budget, send_step
 from tests.harness import (
     BUDGET_OFFICER,
     VERIFIER,

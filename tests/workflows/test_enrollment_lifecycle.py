@@ -13,11 +13,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
-import rentan.steps
-from activities.audit import verify_chain
+import services.steps
+from models.audit_chain import verify_chain
 from models.tables import AuditEvent, Decision, Enrollment, Program
-from rentan.settings import Settings
-from rentan.steps import StepRefused, approve_budget, send_step
+from core.settings import Settings
+from services.steps import StepRefused, approve_budget, send_step
 from tests.harness import (
     BUDGET_OFFICER,
     OPERATOR,
@@ -357,7 +357,7 @@ async def test_withdrawal_racing_budget_approval_releases_the_commitment(
     env = time_skipping_env
     client = env.client
     program = await dated_program(env, engine)
-    commit_one = rentan.steps._commit_one
+    commit_one = services.steps._commit_one
 
     async def withdrawn_meanwhile(
         _client: Any, _engine: Engine, enrollment_id: str, *a: Any, **kw: Any
@@ -369,7 +369,7 @@ async def test_withdrawal_racing_budget_approval_releases_the_commitment(
         )
         return await commit_one(_client, _engine, enrollment_id, *a, **kw)
 
-    monkeypatch.setattr(rentan.steps, "_commit_one", withdrawn_meanwhile)
+    monkeypatch.setattr(services.steps, "_commit_one", withdrawn_meanwhile)
     async with running_worker(client, settings, engine, make_sim()):
         enrollment_id = await nominate_one(env, engine, settings, program, 4)
         await send_step(

@@ -12,11 +12,11 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.bpjs import BpjsTransient, HttpBpjsAdapter
-from activities.projection import ProjectionActivities
-from bpjs_sim.app import person_ref, preexisting_kpj
+from activities.recording import ProjectionActivities
+from bpjs_sim.simulator import person_ref, preexisting_kpj
 from models.tables import Decision, Person
-from rentan.settings import Settings
-from rentan.steps import StepRefused, approve_budget, send_step
+from core.settings import Settings
+from services.steps import StepRefused, approve_budget, send_step
 from tests.harness import (
     BUDGET_OFFICER,
     OPERATOR,

@@ -12,12 +12,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
-from activities.audit import verify_chain
-from activities.projection import enrollment_id_for
-from bpjs_sim.app import person_ref
+from models.audit_chain import verify_chain
+from activities.recording import enrollment_id_for
+from bpjs_sim.simulator import person_ref
 from models.tables import Enrollment, Program
-from rentan.settings import Settings
-from rentan.steps import StepRefused, approve_budget, send_step
+from core.settings import Settings
+from services.steps import StepRefused, approve_budget, send_step
 from tests.harness import (
     BUDGET_OFFICER,
     OPERATOR,

@@ -10,8 +10,8 @@ from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
 from models.tables import Program
-from rentan.settings import Settings
-from rentan.steps import StepRefused, send_step
+from core.settings import Settings
+from services.steps import StepRefused, send_step
 from tests.harness import (
     OPERATOR,
     VERIFIER,
