@@ -27,7 +27,7 @@ from activities.recording import Recording
 from core import heap
 from core.logs import configure_logging, get_logger
 from core.settings import Settings, get_settings
-from core.temporal import connect
+from core.temporal import connect, metrics_runtime
 from models.db import make_engine
 from workflows.batches import BATCH_WORKFLOWS
 from workflows.enrollment import EnrollmentWorkflow
@@ -140,9 +140,12 @@ async def run_worker(settings: Settings) -> None:
 async def _connect_with_retry(settings: Settings, attempts: int = 60) -> Client:
     """Temporal may still be starting (``rentan up``, a rolling restart): wait for it."""
     log = get_logger("rentan.worker")
+    runtime = metrics_runtime(settings.metrics_address) if settings.metrics_address else None
+    if runtime is not None:
+        log.info("metrics served", url=f"http://{settings.metrics_address}/metrics")
     for attempt in range(1, attempts + 1):
         try:
-            return await connect(settings, identity=None)
+            return await connect(settings, identity=None, runtime=runtime)
         except RuntimeError as exc:
             if attempt == attempts:
                 raise

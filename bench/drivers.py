@@ -2,7 +2,8 @@
 
 Per village list, in turn: the village operator posts the list (its own key), the DPMD verifier
 verifies the village's nominated enrollments in one batch call, the budget officer commits the
-village's premiums per funding source; several villages are in flight at once. The workflows then
+village's premiums per funding source; several villages are in flight at once. Each call runs
+as a durable batch workflow and answers once its records are written. The workflows then
 register with the BPJS simulator on their own; the run ends when every enrollment is active.
 """
 
@@ -12,7 +13,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
 
 import httpx
 from sqlalchemy import func
@@ -22,10 +22,7 @@ from sqlmodel import Session, select
 from domain.categories import VILLAGE_WORKERS, Category
 from models.tables import Enrollment
 from rentan import cohort
-from bench.resend import Resends, pauses
 from services.keys import Role, create_key
-from services.nominations import SEND_LIST_AGAIN
-from services.steps import NOT_SENT, NOT_SENT_BUDGET
 
 REQUEST_TIMEOUT_S = 600.0
 APBD, DBH_SAWIT = "APBD", "DBH_SAWIT"
@@ -76,6 +73,14 @@ def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def _all_ok(body: dict[str, object], what: str) -> None:
+    results = body["results"]
+    assert isinstance(results, list)
+    refused = [r for r in results if not r["ok"]]
+    if refused:
+        raise BenchFailed(f"{what}: refused: {refused!r:.500}")
+
+
 def _check(response: httpx.Response, what: str) -> dict[str, object]:
     if response.status_code >= 400:
         raise BenchFailed(f"{what}: HTTP {response.status_code} {response.text[:500]}")
@@ -83,26 +88,11 @@ def _check(response: httpx.Response, what: str) -> dict[str, object]:
     return body
 
 
-def _to_resend(
-    body: dict[str, object], not_sent: str, pause: float | None, what: str
-) -> list[dict[str, Any]]:
-    """A batch answer's ids to send again: those answered ``not_sent``. Any other refusal, or
-    one still there after the last resend (``pause`` None), fails the bench."""
-    results = body["results"]
-    assert isinstance(results, list)
-    refused = [r for r in results if not r["ok"]]
-    if refused and (pause is None or any(r["error"] != not_sent for r in refused)):
-        raise BenchFailed(f"{what}: refused: {refused!r:.500}")
-    return refused
-
-
 @dataclasses.dataclass
 class ApiDriver:
     http: httpx.AsyncClient
     role_keys: dict[str, str]
     operator_keys: dict[str, str]
-    # Rows and ids sent again because the API answered "send it again" (for the report).
-    resends: Resends = dataclasses.field(default_factory=Resends)
 
     async def create_program(self, body: dict[str, object]) -> None:
         response = await self.http.post(
@@ -111,94 +101,45 @@ class ApiDriver:
         _check(response, f"creating program {body['code']}")
 
     async def nominate(self, program: str, item: cohort.VillageList) -> list[str]:
-        """The list's enrollment ids in row order; rows answered "send the list again" are
-        sent again (``bench.resend``), any other rejection fails the bench."""
-        ids: dict[int, str] = {}
-        pending = list(range(len(item.rows)))  # indexes into item.rows still to send
-        for pause in [*pauses(), None]:
-            response = await self.http.post(
-                f"/v1/programs/{program}/nominations",
-                json={
-                    "village_code": item.village.code,
-                    "workers": [dataclasses.asdict(item.rows[i]) for i in pending],
-                },
-                headers=_bearer(self.operator_keys[item.village.code]),
+        """The list's enrollment ids in row order; any rejected row fails the bench."""
+        response = await self.http.post(
+            f"/v1/programs/{program}/nominations",
+            json={
+                "village_code": item.village.code,
+                "workers": [dataclasses.asdict(row) for row in item.rows],
+            },
+            headers=_bearer(self.operator_keys[item.village.code]),
+        )
+        body = _check(response, f"nominating village {item.village.code}")
+        if body["rejected"]:
+            raise BenchFailed(
+                f"village {item.village.code}: rows rejected: {body['rejected']!r:.500}"
             )
-            body = _check(response, f"nominating village {item.village.code}")
-            accepted, rejected = body["accepted"], body["rejected"]
-            assert isinstance(accepted, list) and isinstance(rejected, list)
-            for a in accepted:
-                ids[pending[a["row"] - 1]] = a["enrollment_id"]
-            final = [
-                r for r in rejected if any(e["message"] != SEND_LIST_AGAIN for e in r["errors"])
-            ]
-            if final or (rejected and pause is None):
-                raise BenchFailed(f"village {item.village.code}: rows rejected: {rejected!r:.500}")
-            if not rejected:
-                break
-            pending = [pending[r["row"] - 1] for r in rejected]
-            self.resends.count += len(pending)
-            await asyncio.sleep(pause or 0)
-        return [ids[i] for i in range(len(item.rows))]
+        accepted = body["accepted"]
+        assert isinstance(accepted, list)
+        return [a["enrollment_id"] for a in sorted(accepted, key=lambda a: a["row"])]
 
     async def verify_village(self, program: str, village_code: str) -> None:
-        """The village's nominated enrollments in one batch; sent again (it selects those still
-        nominated) while some answer "send it again"."""
-        for pause in [*pauses(), None]:
-            response = await self.http.post(
-                f"/v1/programs/{program}/verifications",
-                json={
-                    "village_code": village_code,
-                    "approve": True,
-                    "reason": "matches DPMD records",
-                },
-                headers=_bearer(self.role_keys[Role.DPMD_VERIFIER.value]),
-            )
-            what = f"verifying village {village_code}"
-            refused = _to_resend(_check(response, what), NOT_SENT, pause, what)
-            if not refused:
-                return
-            self.resends.count += len(refused)
-            await asyncio.sleep(pause or 0)
+        """The village's nominated enrollments in one batch."""
+        response = await self.http.post(
+            f"/v1/programs/{program}/verifications",
+            json={"village_code": village_code, "approve": True, "reason": "matches DPMD records"},
+            headers=_bearer(self.role_keys[Role.DPMD_VERIFIER.value]),
+        )
+        _all_ok(_check(response, f"verifying village {village_code}"), village_code)
 
     async def approve(self, program: str, source: str, enrollment_ids: list[str]) -> None:
-        """Commit the premiums; ids answered "send it again" are sent again. A resent id the
-        ledger refuses as no longer awaiting budget was taken the first time."""
-        pending, resent = enrollment_ids, False
-        what = f"committing {source} budget for {len(enrollment_ids)} enrollments"
-        for pause in [*pauses(), None]:
-            response = await self.http.post(
-                f"/v1/programs/{program}/budget-approvals",
-                json={
-                    "funding_source": source,
-                    "enrollment_ids": pending,
-                    "reason": "APBD/DBH allocation",
-                },
-                headers=_bearer(self.role_keys[Role.BUDGET_OFFICER.value]),
-            )
-            if resent and response.status_code == 409:
-                # All or nothing: the ids taken the first time refuse the whole resend.
-                problems = response.json().get("problems", [])
-                taken = {p.split(":")[0] for p in problems if p.endswith("not awaiting budget")}
-                if problems and len(taken) == len(problems):
-                    pending = [i for i in pending if i not in taken]
-                    if not pending:
-                        return
-                    continue
-            body = _check(response, what)
-            if resent:
-                # A resent id its workflow refuses had taken the first approval (its row not
-                # yet past verified): taken, not refused.
-                results = body["results"]
-                assert isinstance(results, list)
-                body = {"results": [r for r in results if r["ok"] or r["error"] == NOT_SENT_BUDGET]}
-            refused = _to_resend(body, NOT_SENT_BUDGET, pause, what)
-            if not refused:
-                return
-            pending, resent = [r["enrollment_id"] for r in refused], True
-            self.resends.count += len(pending)
-            await asyncio.sleep(pause or 0)
-        raise BenchFailed(f"{what}: still refused after the last resend: {pending!r:.500}")
+        """Commit the premiums from ``source``, all or nothing."""
+        response = await self.http.post(
+            f"/v1/programs/{program}/budget-approvals",
+            json={
+                "funding_source": source,
+                "enrollment_ids": enrollment_ids,
+                "reason": "APBD/DBH allocation",
+            },
+            headers=_bearer(self.role_keys[Role.BUDGET_OFFICER.value]),
+        )
+        _all_ok(_check(response, f"committing {source} budget"), source)
 
     async def verify_one(self, enrollment_id: str) -> bool:
         response = await self.http.post(

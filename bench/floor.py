@@ -4,8 +4,9 @@ The worker runs in its own process, like rentan's, with rentan's data converter 
 tuning (``worker.worker_tuning``); its local activity counts finished lifecycles (distinct
 workflows ``floor-<n>``) in shared memory, which is how the driver knows the last one is done
 without adding a step to the shape. Latency probes use other ids: they never finish.
-The driver sends the same calls with the same concurrency as rentan's API does for a village
-list: update-with-start per row, then an Update per row for verification and for budget.
+The driver sends the calls rentan's batches send for a village list, with the same concurrency
+(``activities.batch_steps.CONCURRENCY``): update-with-start per row, then an Update per row for
+verification and for budget.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from temporalio.common import (
 )
 from temporalio.worker import Worker
 
+from activities.batch_steps import CONCURRENCY
 from bench.floor_workflow import (
     FLOOR_TASK_QUEUE,
     FLOOR_WORKFLOWS,
@@ -35,9 +37,6 @@ from bench.floor_workflow import (
     floor_note,
     floor_register,
 )
-from bench.resend import Resends, again_if_not_sent
-from services.nominations import START_CONCURRENCY
-from services.steps import STEP_CONCURRENCY
 
 
 def build_worker(
@@ -129,20 +128,15 @@ class FloorWorker:
             self._process.join()
 
 
-# What the floor's driver sent again (``bench.resend``), for the report.
-SENT_AGAIN = Resends()
-
-
 async def _gather_limited(limit: int, calls: Sequence[Any]) -> None:
-    """Run ``calls`` at most ``limit`` at a time, each sent again if Temporal did not take it
-    (``SENT_AGAIN`` counts them). The first failure that stays cancels the calls still running
-    or queued and, once they have stopped, is raised (in an ExceptionGroup): no call goes on as
-    an orphan task behind a run that has already failed."""
+    """Run ``calls`` at most ``limit`` at a time. The first failure cancels the calls still
+    running or queued and, once they have stopped, is raised (in an ExceptionGroup): no call
+    goes on as an orphan task behind a run that has already failed."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Any) -> None:
         async with gate:
-            await again_if_not_sent(call, SENT_AGAIN)
+            await call()
 
     async with asyncio.TaskGroup() as group:
         for call in calls:
@@ -175,12 +169,9 @@ async def nominate(client: Client, workflow_ids: list[str], shape: Shape = FLOOR
                 search_attributes=shape.search_attributes,
             ),
             result_type=int,
-            # One id per step and workflow: a resent call the server had taken is not taken
-            # twice (the handlers only count steps).
-            id=f"nominate:{workflow_id}",
         )
 
-    await _gather_limited(START_CONCURRENCY, [lambda w=w: start(w) for w in workflow_ids])
+    await _gather_limited(CONCURRENCY, [lambda w=w: start(w) for w in workflow_ids])
 
 
 async def verify_one(client: Client, workflow_id: str) -> None:
@@ -191,10 +182,10 @@ async def step_all(client: Client, workflow_ids: list[str], update: str) -> None
     async def one(workflow_id: str) -> None:
         # The workflow id as the argument: the variants' local activity takes it.
         await client.get_workflow_handle(workflow_id).execute_update(
-            update, workflow_id, result_type=int, id=f"{update}:{workflow_id}"
+            update, workflow_id, result_type=int
         )
 
-    await _gather_limited(STEP_CONCURRENCY, [lambda w=w: one(w) for w in workflow_ids])
+    await _gather_limited(CONCURRENCY, [lambda w=w: one(w) for w in workflow_ids])
 
 
 async def lifecycle(client: Client, workflow_ids: list[str], shape: Shape = FLOOR) -> None:

@@ -10,9 +10,8 @@ def render(f: dict[str, Any]) -> str:
         f"cohort                 {f['size']:,} workers",
         f"rentan                 {f['total_s']:,.1f} s  {f['enrollments_per_s']:.2f} enrollments/s",
         f"floor (bare workflow)  {f['floor_total_s']:,.1f} s  {f['floor_per_s']:.2f} lifecycles/s",
-        f"sent again             rentan {f['resends']} rows or ids,"
-        f" floor {f['floor_resends']} calls  (Temporal did not take them in time)",
         f"ratio                  {f['ratio']:.3f}  (rentan's time / the floor's)",
+        f"CPU ratio              {f['cpu_ratio']:.3f}  (all processes' CPU, rentan / floor)",
         f"single verification    p50 {f['verify_p50_ms']:.0f} ms  p99 {f['verify_p99_ms']:.0f} ms"
         f"  (HTTP, open loop {f['probe_rate_per_s']:.0f}/s, {f['probes']} calls,"
         f" {f['verify_failures']} failed)",

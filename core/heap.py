@@ -4,7 +4,7 @@ A full collection stops the whole process while it walks every object the collec
 the worker answers every Update through one event loop. On the bench's 2-vCPU VM a full
 collection cost about 1.2 µs per tracked object, so a worker holding its cache of workflows
 (~86 tracked objects each) plus what start-up allocated (~170,000) paused for 0.2 to 0.9 s at a
-time; callers arriving meanwhile queue behind it (BENCHMARKS.md, item 35). Two measures:
+time; callers arriving meanwhile queue behind it. Two measures:
 
 - ``settle()``, once a process has set itself up: everything start-up allocated (modules, the
   SDK, the app) moves to the collector's permanent generation, which no collection walks again.

@@ -64,9 +64,9 @@ class Settings(BaseSettings):
     bpjs_timeout_s: float = Field(default=10.0, gt=0, le=300)
     bpjs_max_backoff_s: float = Field(default=120.0, gt=0, le=3600)
 
-    # The worker's Prometheus metrics (the SDK's and ``rentan_projection_lag``): host:port, or
-    # empty for none.
-    metrics_address: str = ""
+    # Where a worker serves its Prometheus metrics (the SDK's, and ``rentan_projection_lag``):
+    # host:port, or empty for none. Each worker on one machine needs its own.
+    metrics_address: str = "127.0.0.1:9464"
 
     # AES-256-GCM key for Temporal payloads, base64 of 32 bytes. Generated under data_dir for the
     # embedded stack; required in production so that no worker ever invents its own key.
@@ -85,6 +85,15 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError("must be host:port, e.g. 127.0.0.1:7233")
+        return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_host_port(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must be host:port, e.g. 127.0.0.1:9464, or empty")
         return value
 
     @field_validator("bpjs_base_url")
@@ -140,6 +149,10 @@ class Settings(BaseSettings):
     @property
     def temporal_port(self) -> int:
         return int(self.temporal_address.rpartition(":")[2])
+
+    @property
+    def metrics_port(self) -> int | None:
+        return int(self.metrics_address.rpartition(":")[2]) if self.metrics_address else None
 
     @property
     def bpjs_port(self) -> int:

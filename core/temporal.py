@@ -15,6 +15,7 @@ from temporalio.converter import (
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
 )
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, TLSConfig
 
 from core.codec import EncryptionCodec
@@ -24,12 +25,12 @@ from core.settings import Settings
 # refusing (``RPCError``), or its deadline passed first (the SDK raises a timed-out or cancelled
 # Update as ``RPCTimeoutOrCancelledError``, which is not an ``RPCError``: a loaded dev server
 # answers "context deadline exceeded"). The step may or may not have been taken; each caller
-# answers "send it again", which every step heals (BENCHMARKS.md, 2026-11-28).
+# answers "send it again".
 NOT_SENT_ERRORS: tuple[type[Exception], ...] = (RPCError, RPCTimeoutOrCancelledError)
 
 # One pydantic TypeAdapter per type for the whole process. The SDK gives every workflow instance
 # a payload converter of its own, and with it an empty adapter cache: rebuilding the adapters for
-# each workflow took ~4% of the worker's CPU in the bench's profile (BENCHMARKS.md).
+# each workflow took ~4% of the worker's CPU in the bench's profile.
 _type_adapter = functools.lru_cache(maxsize=1024)(TypeAdapter)
 
 
@@ -45,7 +46,7 @@ class PayloadConverter(CompositePayloadConverter):
     One instance per process: it holds no state, and the SDK builds a data converter (and with it
     a payload converter) twice per workflow activation, once to decode and once to encode. Built
     anew each time, the converters and their caches took ~5% of the worker's busy time in the
-    bench's profile (BENCHMARKS.md).
+    bench's profile.
     """
 
     _shared: ClassVar[PayloadConverter | None] = None
@@ -97,7 +98,17 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings, *, identity: str | None = None) -> Client:
+def metrics_runtime(address: str) -> Runtime:
+    """An SDK runtime exporting its metrics (and the activities' own, such as
+    ``rentan_projection_lag``) for Prometheus to scrape at ``http://<address>/metrics``."""
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address))
+    )
+
+
+async def connect(
+    settings: Settings, *, identity: str | None = None, runtime: Runtime | None = None
+) -> Client:
     """A client for the configured cluster and namespace."""
     return await Client.connect(
         settings.temporal_address,
@@ -106,4 +117,5 @@ async def connect(settings: Settings, *, identity: str | None = None) -> Client:
         tls=tls_config(settings),
         api_key=settings.temporal_api_key,
         identity=identity,
+        runtime=runtime,
     )

@@ -115,7 +115,7 @@ def append(session: Session, entry: AuditEntry) -> int | None:
 
     Plain SQL statements, not ORM objects: every step of every enrollment appends here, and the
     ORM's unit of work was most of the projection's cost in the bench's profile; the insert is
-    prepared (models/prepared.py) for the same reason (BENCHMARKS.md).
+    prepared (models/prepared.py) for the same reason.
     """
     session.flush()  # rows the caller added as objects are in the database before ours
     sql = session.connection()

@@ -3,7 +3,7 @@
 SQLite checkpoints at the commit that takes the WAL past 1,000 pages: that commit also copies
 every page the WAL holds into the database file. A verification's write puts about 40 KB into
 the WAL, so one write in a hundred paid 7-8 ms for the copy (the p99 of a verification,
-BENCHMARKS.md). The writer's connection therefore never checkpoints at commit
+as measured). The writer's connection therefore never checkpoints at commit
 (``wal_autocheckpoint=0``); the writer thread checkpoints itself ``EVERY_S`` after a write
 once its queue is empty (at the latest after ``OVERDUE_S``, however busy), so a write waits for
 a copy only if it arrives during one. Being the process's only writer, it leaves nothing in the

@@ -39,7 +39,7 @@ def insert_new(table: Table, *, key: str, dialect: str) -> Insert:
     Built once per table and dialect, the values given at execution (``sql.execute(stmt,
     values)``): values baked into a statement (``.values(...)``) make SQLAlchemy build a bind
     parameter per value and a cache key over all of them on every call, which was most of the
-    projection writer's CPU in the bench's profile (BENCHMARKS.md)."""
+    projection writer's CPU in the bench's profile."""
     return upsert_into(table, dialect).on_conflict_do_nothing(index_elements=[key])
 
 
@@ -121,7 +121,7 @@ def session_scope(engine: Engine, *, connection: Connection | None = None) -> It
 
     On ``connection`` (from ``write_connection``) when given: a writer that commits hundreds of
     times a second keeps one, as checking one out of the pool and back for each transaction was
-    about 40% of a one-write transaction's CPU (BENCHMARKS.md)."""
+    about 40% of a one-write transaction's CPU."""
     with _writer_gate(engine):
         if connection is None:
             session = Session(engine, expire_on_commit=False)

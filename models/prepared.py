@@ -2,7 +2,7 @@
 
 For every statement SQLAlchemy runs it builds an execution context: parameter processing, result
 set-up, events. For the projection's small writes that is about 40 µs a statement, four times
-what SQLite itself takes (BENCHMARKS.md), and every step of every enrollment runs three to five
+what SQLite itself takes, and every step of every enrollment runs three to five
 of them. A ``Prepared`` statement is compiled once per dialect and set of parameter names, then
 handed to the driver with its values passed through the columns' own bind processors, so the
 database receives what ``Connection.execute`` would have sent: a datetime is stored in the same

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -87,7 +86,7 @@ def api() -> None:
     settings = _settings()
     app = create_app(settings)
     # The app is built: what start-up allocated is walked no more. What uvicorn, the lifespan
-    # and the requests add is left to the collector (22,000-29,000 objects, BENCHMARKS.md 35).
+    # and the requests add is left to the collector (22,000-29,000 objects when measured).
     heap.settle()
     heap.watch_pauses()
     uvicorn.run(
@@ -139,8 +138,8 @@ def bpjs_sim(
     """
     import uvicorn
 
-    from bpjs_sim.simulator import create_app
     from bpjs_sim.sim_config import SimConfig
+    from bpjs_sim.simulator import create_app
 
     settings = _settings()
     given = {
@@ -189,31 +188,94 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """The benchmark (a development checkout's bench/): `rentan bench --help` for its options."""
+    import importlib.util
+    import os
+    import sys
+
+    # A program of its own, run as one: the benchmark sits above the application it measures.
+    if importlib.util.find_spec("bench") is None:
+        typer.echo(
+            "rentan: the benchmark ships with a development checkout, not this install", err=True
+        )
+        raise typer.Exit(2)
+    os.execv(sys.executable, [sys.executable, "-m", "bench", *ctx.args])
+
+
 @app.command()
-def bench(
-    size: Annotated[
-        int, typer.Option(min=1, help="Workers in the cohort (default: the seed's 26,775).")
-    ] = 26_775,
-    probes: Annotated[
-        int,
-        typer.Option(min=20, help="Single verifications, bare updates and history reads sampled."),
-    ] = 400,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the figures as one JSON object.")
+def reconcile(
+    check: Annotated[
+        bool, typer.Option("--check", help="Report the differences (the default).")
     ] = False,
-    keep: Annotated[
-        Path | None, typer.Option(help="Keep the run's directory (logs, databases) here.")
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Write what the projection misses; release orphans.")
+    ] = False,
+    program: Annotated[
+        str | None, typer.Option(help="One program's enrollments (default: all).")
     ] = None,
+    rate: Annotated[
+        float, typer.Option(min=1.0, help="Workflow runs asked per second, at most.")
+    ] = 100.0,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Ignore where an interrupted run stopped.")
+    ] = False,
 ) -> None:
-    """The cohort through the lifecycle on a fresh embedded stack, against the engine's floor."""
-    import json
+    """Compare the projection and the ledger with the workflows; exit 1 on any difference."""
+    from models.db import make_engine
+    from services.reconcile import reconcile as run_reconcile
 
-    from bench.report import render
-    from bench.run import BenchOptions, run_bench
+    if check and repair:
+        typer.echo("rentan: --check or --repair, not both", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    mode = "repair" if repair else "check"
+    checkpoint = settings.data_dir / f"reconcile-{program or 'all'}-{mode}.json"
 
-    configure_logging(level="WARNING", fmt="console")
-    figures = asyncio.run(run_bench(BenchOptions(size=size, probes=probes, keep=keep)))
-    typer.echo(json.dumps(figures, indent=2) if as_json else render(figures))
+    def shown(report: object) -> None:
+        from services.reconcile import Report
+
+        assert isinstance(report, Report)
+        typer.echo(
+            f"{report.workflows:,} workflows, {report.runs:,} runs, "
+            f"{report.differences:,} differences so far",
+            err=True,
+        )
+
+    async def main() -> int:
+        from core.temporal import connect
+
+        client = await connect(settings, identity="rentan-reconcile")
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            report = await run_reconcile(
+                client,
+                engine,
+                program=program,
+                repair=repair,
+                rate_per_s=rate,
+                checkpoint=checkpoint,
+                restart=restart,
+                progress=shown,
+            )
+        finally:
+            engine.dispose()
+        if report.resumed_after:
+            typer.echo(f"resumed after workflow {report.resumed_after}")
+        for difference in report.shown:
+            typer.echo(f"{difference.kind}\t{difference.enrollment_id}\t{difference.detail}")
+        repaired = f", {report.repaired:,} repaired" if repair else ""
+        typer.echo(
+            f"{report.workflows:,} workflows ({report.runs:,} runs) checked: "
+            f"{report.differences:,} differences{repaired}"
+        )
+        return 1 if report.differences else 0
+
+    raise typer.Exit(asyncio.run(main()))
 
 
 @keys_app.command("create")

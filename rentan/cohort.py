@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from itertools import zip_longest
 
 from domain.categories import Category
-from domain.worker_rows import WorkerRow
 from domain.regions import Village, regions
+from domain.worker_rows import WorkerRow
 
 SEED_VILLAGE_WORKERS = 24_651
 SEED_FARMERS = 2_124

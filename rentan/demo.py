@@ -21,20 +21,20 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
+from core.settings import Settings
+from core.temporal import connect
 from domain.categories import VILLAGE_WORKERS, Category
 from domain.premium import period_premium
+from domain.records import Actor
 from domain.states import FINAL, State
 from models.db import make_engine
 from models.migrate import upgrade
 from models.tables import Enrollment, Program
 from rentan import cohort
-from services.nominations import nominate
+from services.nominations import bpjs_timing, nominate
 from services.programs import FundingSourceSpec, ProgramSpec, create_program
 from services.reports import GroupBy, coverage_report
-from core.settings import Settings
 from services.steps import approve_budget, verify_many
-from core.temporal import connect
-from workflows.messages import Actor, Verification
 
 DEMO_OPERATOR_ROLE = "village_operator"
 VERIFIER = Actor(name="demo-dpmd-verifier", role="dpmd_verifier")
@@ -112,8 +112,8 @@ async def run_demo(
         started = time.monotonic()
         with _progress(console) as progress:
             ids = await _nominate_all(client, engine, settings, program, lists, progress)
-            await _verify_all(client, engine, ids, progress)
-            await _commit_all(client, engine, program, progress)
+            await _verify_all(client, engine, settings, ids, progress)
+            await _commit_all(client, engine, settings, program, progress)
             ok = await _await_settled(engine, program, len(ids), progress)
         console.print(f"done in {time.monotonic() - started:,.1f} s")
         _print_report(console, engine, program)
@@ -156,13 +156,13 @@ async def _nominate_all(
         async with limit:
             result = await nominate(
                 client,
-                engine,
                 program=program,
                 village_code=item.village.code,
                 rows=list(enumerate(item.rows, start=1)),
                 actor=operator,
                 id_secret=settings.id_secret_bytes(),
                 task_queue=settings.task_queue,
+                bpjs=bpjs_timing(settings),
                 today=dt.date.today(),
             )
         ids.extend(a.enrollment_id for a in result.accepted)
@@ -175,7 +175,9 @@ async def _nominate_all(
     return ids
 
 
-async def _verify_all(client: Client, engine: Engine, ids: list[str], progress: Progress) -> None:
+async def _verify_all(
+    client: Client, engine: Engine, settings: Settings, ids: list[str], progress: Progress
+) -> None:
     with Session(engine) as session:
         pending = list(
             session.exec(
@@ -186,14 +188,23 @@ async def _verify_all(client: Client, engine: Engine, ids: list[str], progress: 
         )
     task = progress.add_task("verifying (DPMD)", total=len(ids))
     progress.advance(task, len(ids) - len(pending))
-    step = Verification(actor=VERIFIER, approve=True, reason="matches DPMD records (demo)")
     for start in range(0, len(pending), 200):
         batch = pending[start : start + 200]
-        await verify_many(client, engine, batch, step)
+        await verify_many(
+            client,
+            engine,
+            enrollment_ids=batch,
+            actor=VERIFIER,
+            approve=True,
+            reason="matches DPMD records (demo)",
+            task_queue=settings.task_queue,
+        )
         progress.advance(task, len(batch))
 
 
-async def _commit_all(client: Client, engine: Engine, program: Program, progress: Progress) -> None:
+async def _commit_all(
+    client: Client, engine: Engine, settings: Settings, program: Program, progress: Progress
+) -> None:
     """Budget per village and funding source, as a budget officer approves lists."""
     with Session(engine) as session:
         rows = session.exec(
@@ -214,6 +225,7 @@ async def _commit_all(client: Client, engine: Engine, program: Program, progress
             funding_source=source,
             enrollment_ids=ids,
             actor=BUDGET_OFFICER,
+            task_queue=settings.task_queue,
             reason="demo budget approval",
         )
         progress.advance(task, len(ids))

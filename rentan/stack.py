@@ -88,7 +88,7 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def check_ports(settings: Settings) -> None:
+def check_ports(settings: Settings, *, with_worker: bool = True) -> None:
     """Fail with a message naming the port, what wanted it and the variable that moves it."""
     wanted = [
         (settings.temporal_port, "Temporal frontend", "RENTAN_TEMPORAL_ADDRESS"),
@@ -96,6 +96,8 @@ def check_ports(settings: Settings) -> None:
         (settings.api_port, "rentan API", "RENTAN_API_PORT"),
         (settings.bpjs_port, "BPJS simulator", "RENTAN_BPJS_BASE_URL"),
     ]
+    if with_worker and settings.metrics_port is not None:
+        wanted.append((settings.metrics_port, "worker metrics", "RENTAN_METRICS_ADDRESS"))
     for port, what, variable in wanted:
         if port_in_use("127.0.0.1", port):
             raise StackError(
@@ -104,10 +106,34 @@ def check_ports(settings: Settings) -> None:
             )
 
 
+# The version of the state ``rentan up`` keeps under the data dir; another version's state is
+# refused, as this version's workflows cannot replay the other's.
+DATA_VERSION = "0.2"
+DATA_VERSION_FILE = "rentan-version"
+
+
+def check_data_dir(settings: Settings) -> None:
+    """Refuse a data dir written by another version of rentan, naming the command that starts
+    afresh; mark a new one as this version's."""
+    data = settings.data_dir
+    marker = data / DATA_VERSION_FILE
+    written = marker.read_text().strip() if marker.exists() else None
+    has_state = settings.temporal_db_file.exists() or (data / "rentan.db").exists()
+    if written != DATA_VERSION and (written is not None or has_state):
+        old = written or "0.1"
+        raise StackError(
+            f"{data}/ holds state written by rentan {old}; its enrollment workflows cannot run "
+            f"on version {DATA_VERSION}. To start afresh, keeping the old state aside: "
+            f"mv {data} {data}-{old} && rentan up"
+        )
+    data.mkdir(parents=True, exist_ok=True)
+    marker.write_text(DATA_VERSION + "\n")
+
+
 # The dev server's SQLite: WAL with synchronous=normal is three times faster than the default
 # pragmas, and it survives kill -9 (DESIGN.md). A larger page cache (cache_size=-131072, 128 MiB
 # per connection) was measured and left out: the same ratio for the seed cohort with and without
-# it (1.363 against 1.360) for 250 MB more of the server's memory (BENCHMARKS.md item 32).
+# it (1.363 against 1.360) for 250 MB more of the server's memory.
 DEV_SERVER_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
 
@@ -137,7 +163,7 @@ def temporal_dev_server_argv(settings: Settings) -> list[str]:
         "error",
         # Unless this is set explicitly, the dev server reads its search attributes from its
         # database at every workflow task completion, start with attributes and visibility write
-        # (eleven reads per enrollment, BENCHMARKS.md): it is on for interactive use, where
+        # (eleven reads per enrollment, as measured): it is on for interactive use, where
         # attributes are added while it runs. Ours are all registered at start-up (below), so the
         # cache a production cluster keeps is safe here.
         "--dynamic-config-value",
@@ -193,7 +219,8 @@ async def run_stack(
     """Run the stack until a signal arrives or a component dies; return the exit code."""
     from models.migrate import upgrade  # deferred: keeps ``rentan --help`` fast
 
-    check_ports(settings)
+    check_data_dir(settings)
+    check_ports(settings, with_worker=with_worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
