@@ -13,9 +13,12 @@ RUN groupadd --system --gid 10001 rentan \
     && useradd --system --uid 10001 --gid rentan --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin rentan
 
-# Project metadata and pinned versions first, then the source packages.
+# Project metadata and pinned versions first, then the source packages (bench/ stays out: it is
+# for a development checkout).
 COPY pyproject.toml constraints.txt README.md ./
 COPY rentan ./rentan
+COPY core ./core
+COPY services ./services
 COPY domain ./domain
 COPY workflows ./workflows
 COPY activities ./activities

@@ -30,13 +30,7 @@ from temporalio.common import (
 from temporalio.worker import Worker
 
 from activities.batch_steps import CONCURRENCY
-from bench.floor_workflow import (
-    FLOOR_TASK_QUEUE,
-    FLOOR_WORKFLOWS,
-    FloorWorkflow,
-    floor_note,
-    floor_register,
-)
+from bench.floor_workflow import FLOOR_TASK_QUEUE, FLOOR_WORKFLOWS, FloorWorkflow, floor_register
 
 
 def build_worker(
@@ -53,7 +47,7 @@ def build_worker(
         client,
         task_queue=FLOOR_TASK_QUEUE,
         workflows=FLOOR_WORKFLOWS,
-        activities=[floor_register, record, floor_note],
+        activities=[floor_register, record],
         **worker_tuning(executor, sandboxed=sandboxed),
     )
 

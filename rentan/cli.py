@@ -45,7 +45,7 @@ def up(
     demo_size: Annotated[int, typer.Option(help="Cohort size for --demo.")] = 500,
 ) -> None:
     """Run the embedded stack in the foreground: Temporal dev server, worker, API, BPJS sim."""
-    from rentan.stack import run_stack
+    from rentan.stack import StackError, run_stack
 
     settings = _settings()
     after_ready = None
@@ -62,7 +62,11 @@ def up(
                 "The stack keeps running (API :8000/docs, Temporal UI :8233); Ctrl-C stops it."
             )
 
-    code = asyncio.run(run_stack(settings, with_worker=not no_worker, after_ready=after_ready))
+    try:
+        code = asyncio.run(run_stack(settings, with_worker=not no_worker, after_ready=after_ready))
+    except StackError as exc:  # refused before anything started (data dir, ports)
+        typer.echo(f"rentan: {exc}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(code)
 
 

@@ -25,7 +25,7 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,18 +83,26 @@ class _Run:
     view: EnrollmentView | None
 
 
-class _Pace:
+class Pace:
     """At most ``rate`` calls a second, spread evenly."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.next = time.monotonic()
+        self.clock = clock
+        self.sleep = sleep
+        self.next = clock()
 
     async def wait(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self.next = max(self.next + self.interval, now)
         if self.next > now:
-            await asyncio.sleep(self.next - now)
+            await self.sleep(self.next - now)
 
 
 async def reconcile(
@@ -117,7 +125,7 @@ async def reconcile(
     groups: dict[str, list[WorkflowExecution]] = {}
     for execution in runs:
         groups.setdefault(execution.id, []).append(execution)
-    pace = _Pace(rate_per_s)
+    pace = Pace(rate_per_s)
     seen = set(groups)
     todo = sorted(w for w in groups if done_until is None or w > done_until)
     for start in range(0, len(todo), CHUNK):
@@ -174,7 +182,7 @@ async def _list_runs(client: Client, program: str | None) -> list[WorkflowExecut
 async def _fetch_group(
     client: Client,
     executions: list[WorkflowExecution] | None,
-    pace: _Pace,
+    pace: Pace,
     *,
     workflow_id: str | None = None,
 ) -> list[_Run]:

@@ -191,10 +191,28 @@ async def rig(
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+async def dev_rig(
+    dev_server_env: WorkflowEnvironment,
+    sqlite_template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Rig]:
+    """A rig on the dev server (real time, and visibility: what ``rentan reconcile`` lists)."""
+    directory = tmp_path_factory.mktemp("dev-rig")
+    settings = test_settings(directory, _sqlite_copy(sqlite_template, directory))
+    engine = make_engine(settings.resolved_database_url)
+    sim = make_sim()
+    async with running_worker(dev_server_env.client, settings, engine, sim.adapter):
+        yield Rig(dev_server_env, engine, settings, sim)
+    engine.dispose()
+
+
 @pytest.fixture
 async def program(rig: Rig) -> AsyncIterator[Program]:
     """A program of this test's own on the rig, starting this month (the server's), whose
-    enrollments' workflows are terminated when the test ends."""
+    enrollments' workflows are terminated when the test ends. The simulated BPJS forgets the
+    people earlier tests registered: tests reuse NIKs."""
+    await rig.sim.simulator.reset()
     start = (await server_today(rig.env)).replace(day=1)
     made = make_program(rig.engine, code=f"T-{uuid.uuid4().hex[:10]}", start=start)
     yield made

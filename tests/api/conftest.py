@@ -1,4 +1,5 @@
-"""An API under test: the real app over ASGI, a worker on the time-skipping server, role keys."""
+"""An API under test: the real app over ASGI, on the session's rig (worker, projection,
+time-skipping server), with one key per role and a program of the test's own."""
 
 from __future__ import annotations
 
@@ -13,18 +14,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.state import AppState
+from core.settings import Settings
 from models.tables import Program
 from services.keys import Role, create_key
-from core.settings import Settings
-from tests.harness import (
-    OTHER_VILLAGE,
-    VILLAGE,
-    Sim,
-    make_program,
-    make_sim,
-    running_worker,
-    server_today,
-)
+from tests.harness import OTHER_VILLAGE, VILLAGE, Rig
 
 
 @dataclass
@@ -33,12 +26,21 @@ class Api:
 
     app: FastAPI
     http: httpx.AsyncClient
-    engine: Engine
-    settings: Settings
-    env: WorkflowEnvironment
-    sim: Sim
+    rig: Rig
     program: Program
     keys: dict[str, str]
+
+    @property
+    def env(self) -> WorkflowEnvironment:
+        return self.rig.env
+
+    @property
+    def engine(self) -> Engine:
+        return self.rig.engine
+
+    @property
+    def settings(self) -> Settings:
+        return self.rig.settings
 
     def auth(self, who: str) -> dict[str, str]:
         """Headers for one of: village_operator, other_village_operator, dpmd_verifier,
@@ -47,12 +49,10 @@ class Api:
 
 
 @pytest.fixture
-async def api(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
-) -> AsyncIterator[Api]:
+async def api(rig: Rig, program: Program) -> AsyncIterator[Api]:
     keys = {
         role.value: create_key(
-            engine,
+            rig.engine,
             role=role,
             name=f"test-{role.value}",
             village_code=VILLAGE if role == Role.VILLAGE_OPERATOR else None,
@@ -60,19 +60,12 @@ async def api(
         for role in Role
     }
     keys["other_village_operator"] = create_key(
-        engine, role=Role.VILLAGE_OPERATOR, name="test-other-village", village_code=OTHER_VILLAGE
+        rig.engine, role=Role.VILLAGE_OPERATOR, name="test-other-village", village_code=OTHER_VILLAGE
     )
-    # Dated from the test server's clock, which earlier tests may have moved months ahead.
-    start = (await server_today(time_skipping_env)).replace(day=1)
-    program = make_program(engine, start=start)
-    sim = make_sim()
-    app = create_app(settings)
+    app = create_app(rig.settings)
     async with app.router.lifespan_context(app):
         state: AppState = app.state.rentan
-        state._client = time_skipping_env.client  # the test server instead of a new connection
+        state._client = rig.client  # the session's test server instead of a new connection
         transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://rentan") as http,
-            running_worker(time_skipping_env.client, settings, engine, sim),
-        ):
-            yield Api(app, http, engine, settings, time_skipping_env, sim, program, keys)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rentan") as http:
+            yield Api(app, http, rig, program, keys)
