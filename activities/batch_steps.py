@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.client import (
     Client,
@@ -63,12 +63,23 @@ CONCURRENCY = 32
 # One Update's call; past it the Update is sent again (its id makes that safe).
 UPDATE_RPC_TIMEOUT = dt.timedelta(seconds=30)
 SEND_ATTEMPTS = 4
+# Well inside the batch workflows' heartbeat timeout (workflows/batches.py).
+HEARTBEAT_EVERY_S = 1.0
 # A person's enrollment that ended this way may be nominated again in the same period.
 NOMINATED_AGAIN_AFTER = frozenset({State.REJECTED.value, State.WITHDRAWN.value, "expired"})
 AWAITING_BUDGET = (State.VERIFIED.value, State.RENEWAL_PENDING.value)
 # Errors that are answers, not a call that did not get through: the workflow has ended, or a
 # closed run holds the id.
 _ANSWERS = (RPCStatusCode.NOT_FOUND, RPCStatusCode.ALREADY_EXISTS)
+
+
+class _WholeRefusal(Exception):
+    """A budget approval refused whole: its answer, and the enrollments it named that exist."""
+
+    def __init__(self, result: BatchResult, known: list[StepTarget]) -> None:
+        super().__init__(result.refusal)
+        self.result = result
+        self.known = known
 
 
 class Refused(Exception):
@@ -210,20 +221,18 @@ class BatchActivities:
     async def approve_budget_batch(self, batch: BudgetBatch) -> BatchResult:
         """Commit every premium or none, then tell each enrollment; an enrollment that refuses
         gets this approval's commitment released, nothing else."""
-        committed = await asyncio.to_thread(self._commit, batch)
-        if isinstance(committed, BatchResult):  # refused whole: nothing committed
-            refusals = [
-                _refusal(
-                    batch.approval_id,
-                    batch.actor,
-                    "budget_approval",
-                    StepTarget(i, "", ""),
-                    committed.refusal or "refused",
-                )
-                for i in batch.enrollment_ids
-            ]
-            await self.recording.write([], refusals=refusals)
-            return committed
+        try:
+            committed = await asyncio.to_thread(self._commit, batch)
+        except _WholeRefusal as refused:  # nothing committed; each enrollment's refusal audited
+            reason = refused.result.refusal or "refused"
+            await self.recording.write(
+                [],
+                refusals=[
+                    _refusal(batch.approval_id, batch.actor, "budget_approval", target, reason)
+                    for target in refused.known
+                ],
+            )
+            return refused.result
         written = _Written()
 
         async def one(item: tuple[Commitment, StepTarget]) -> Outcome:
@@ -248,68 +257,65 @@ class BatchActivities:
         )
         return BatchResult(outcomes)
 
-    def _commit(self, batch: BudgetBatch) -> list[tuple[Commitment, StepTarget]] | BatchResult:
-        """The all-or-nothing ledger transaction (or, run again, what it committed)."""
-        with session_scope(self.engine) as session:
+    def _commit(self, batch: BudgetBatch) -> list[tuple[Commitment, StepTarget]]:
+        """The all-or-nothing ledger transaction (or, run again, what it committed); raises
+        ``_WholeRefusal`` when nothing is committed."""
+        ids = list(dict.fromkeys(batch.enrollment_ids))
+        with Session(self.engine) as session:
             rows = {
-                r.id: r
-                for r in session.exec(
-                    select(Enrollment).where(col(Enrollment.id).in_(batch.enrollment_ids))
-                )
+                r.id: r for r in session.exec(select(Enrollment).where(col(Enrollment.id).in_(ids)))
             }
-            made = {c.enrollment_id: c for c in ledger.made_by(session, batch.approval_id)}
-            if not made:
-                problems = _budget_problems(batch, rows)
-                if problems:
-                    return BatchResult(
-                        [],
-                        refusal="nothing committed: " + "; ".join(problems[:20]),
-                        problems=problems,
-                    )
-                try:
+        known = [StepTarget(i, rows[i].workflow_id, rows[i].state) for i in ids if i in rows]
+        try:
+            with session_scope(self.engine) as session:
+                made = {c.enrollment_id: c for c in ledger.made_by(session, batch.approval_id)}
+                if not made:
+                    problems = _budget_problems(batch, rows)
+                    if problems:
+                        refusal = "nothing committed: " + "; ".join(problems[:20])
+                        raise _WholeRefusal(BatchResult([], refusal, problems), known)
                     ledger.commit(
                         session,
                         approval_id=batch.approval_id,
                         program_code=batch.program_code,
                         source_code=batch.funding_source,
                         claims=[
-                            ledger.Claim(i, rows[i].category, rows[i].premium_idr)
-                            for i in batch.enrollment_ids
+                            ledger.Claim(i, rows[i].category, rows[i].premium_idr) for i in ids
                         ],
                         actor=batch.actor.name,
                     )
-                except ledger.CeilingExceeded as exc:
-                    return BatchResult(
-                        [],
-                        refusal=str(exc),
-                        requested_idr=exc.requested,
-                        remaining_idr=exc.remaining,
-                    )
-                except ledger.AlreadyFunded as exc:
-                    problems = [f"{i}: is funded already" for i in exc.enrollment_ids]
-                    return BatchResult([], refusal=f"nothing committed: {exc}", problems=problems)
-                except ledger.BudgetError as exc:
-                    return BatchResult([], refusal=str(exc))
-                made = {c.enrollment_id: c for c in ledger.made_by(session, batch.approval_id)}
-            return [
-                (
-                    Commitment(
-                        batch.approval_id,
-                        batch.program_code,
-                        i,
-                        batch.funding_source,
-                        made[i].amount_idr,
-                    ),
-                    StepTarget(i, rows[i].workflow_id, rows[i].state),
-                )
-                for i in dict.fromkeys(batch.enrollment_ids)
-                if i in made
-            ]
+                    made = {c.enrollment_id: c for c in ledger.made_by(session, batch.approval_id)}
+        except ledger.CeilingExceeded as exc:
+            result = BatchResult(
+                [], str(exc), requested_idr=exc.requested, remaining_idr=exc.remaining
+            )
+            raise _WholeRefusal(result, known) from None
+        except ledger.AlreadyFunded as exc:
+            problems = [f"{i}: is funded already" for i in exc.enrollment_ids]
+            raise _WholeRefusal(
+                BatchResult([], f"nothing committed: {exc}", problems), known
+            ) from None
+        except ledger.BudgetError as exc:
+            raise _WholeRefusal(BatchResult([], str(exc)), known) from None
+        return [
+            (
+                Commitment(
+                    batch.approval_id,
+                    batch.program_code,
+                    i,
+                    batch.funding_source,
+                    made[i].amount_idr,
+                ),
+                StepTarget(i, rows[i].workflow_id, rows[i].state),
+            )
+            for i in ids
+            if i in made
+        ]
 
     # --- sending ----------------------------------------------------------------------------
 
     async def _step(
-        self, workflow_id: str, update: Callable[..., Any], step: Any, batch_id: str
+        self, workflow_id: str, update: Any, step: Any, batch_id: str
     ) -> StepResult:
         """One batch step to one enrollment, under the batch's id."""
         handle = activity.client().get_workflow_handle(workflow_id)
@@ -361,7 +367,9 @@ async def _final_state(client: Client, workflow_id: str) -> str:
 
 
 async def _each(items: Sequence[T], one: Callable[[T], Awaitable[Outcome]]) -> list[Outcome]:
-    """``one`` for every item, ``CONCURRENCY`` at a time, heartbeating progress; in order."""
+    """``one`` for every item, ``CONCURRENCY`` at a time, in order. Heartbeats go out every
+    ``HEARTBEAT_EVERY_S`` with the progress so far, whether or not an item finished meanwhile
+    (an Update held up by a loaded server must not pass for a dead worker)."""
     gate = asyncio.Semaphore(CONCURRENCY)
     done = 0
 
@@ -370,10 +378,18 @@ async def _each(items: Sequence[T], one: Callable[[T], Awaitable[Outcome]]) -> l
         async with gate:
             outcome = await one(item)
         done += 1
-        activity.heartbeat(done, len(items))
         return outcome
 
-    return list(await asyncio.gather(*(limited(item) for item in items)))
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(done, len(items))
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    beating = asyncio.create_task(beat())
+    try:
+        return list(await asyncio.gather(*(limited(item) for item in items)))
+    finally:
+        beating.cancel()
 
 
 def _budget_problems(batch: BudgetBatch, rows: dict[str, Enrollment]) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
+from core.logs import get_logger
 from core.settings import Settings
 from domain import nik as nik_rules
 from domain.errors import FieldError
@@ -37,6 +38,7 @@ from workflows.messages import (
     PersonData,
 )
 
+log = get_logger("rentan.nominations")
 # Rows per batch workflow: its input (each row's enrollment input, encrypted) stays far below
 # Temporal's 2 MB payload limit.
 LIST_CHUNK = 500
@@ -168,4 +170,11 @@ async def nominate(
                 result.rejected.append(Rejected(outcome.row, outcome.nik_masked, [error]))
     result.accepted.sort(key=lambda a: a.row)
     result.rejected.sort(key=lambda r: r.row)
+    log.info(
+        "nomination list processed",
+        program=program.code,
+        village_code=village.code,
+        accepted=len(result.accepted),
+        rejected=len(result.rejected),
+    )
     return result

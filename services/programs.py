@@ -111,7 +111,7 @@ def funding_sources(session: Session, program_code: str) -> list[SourceTotals]:
         session.exec(
             select(FundingSource)
             .where(FundingSource.program_code == program_code)
-            .order_by(FundingSource.code)  # type: ignore[arg-type]
+            .order_by(FundingSource.code)
         ).all()
     )
     totals = ledger.committed(session, [s.id for s in sources if s.id is not None])

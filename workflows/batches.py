@@ -27,9 +27,9 @@ with workflow.unsafe.imports_passed_through():
         VerificationBatch,
     )
 
-# A worker that dies mid-batch is noticed when its heartbeats stop; the batch then runs again
-# on another worker, at once.
-HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+# A worker that dies mid-batch is noticed when its heartbeats (every second, whatever the batch
+# is waiting for) stop; the batch then runs again on another worker, at once.
+HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 # A list of 500 rows takes seconds; this only bounds a batch stuck for good.
 BATCH_TIMEOUT = timedelta(minutes=30)
 BATCH_RETRY = RetryPolicy(

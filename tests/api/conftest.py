@@ -60,7 +60,10 @@ async def api(rig: Rig, program: Program) -> AsyncIterator[Api]:
         for role in Role
     }
     keys["other_village_operator"] = create_key(
-        rig.engine, role=Role.VILLAGE_OPERATOR, name="test-other-village", village_code=OTHER_VILLAGE
+        rig.engine,
+        role=Role.VILLAGE_OPERATOR,
+        name="test-other-village",
+        village_code=OTHER_VILLAGE,
     )
     app = create_app(rig.settings)
     async with app.router.lifespan_context(app):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -11,14 +10,14 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
+from core.settings import Settings
 from domain.premium import period_premium
 from models.db import make_engine
 from models.tables import Enrollment
 from rentan import cohort
 from rentan.demo import period_for, run_demo
-from core.settings import Settings
 from tests.conftest import test_settings
-from tests.harness import make_sim, running_worker
+from tests.harness import eventually, make_sim, running_worker
 
 SIZE = 150
 
@@ -32,7 +31,7 @@ async def test_demo_cohort_ends_active_with_premium_and_no_plain_nik_in_temporal
     engine = make_engine(settings.resolved_database_url)
     start = dt.date.today().replace(day=1)
     console = Console(file=(tmp_path / "demo.out").open("w"), width=120)
-    async with running_worker(dev_server_env.client, settings, engine, make_sim()):
+    async with running_worker(dev_server_env.client, settings, engine, make_sim().adapter):
         ok = await run_demo(settings, size=SIZE, period_start=start, console=console)
     assert ok
     period_start, period_end = period_for(start)
@@ -50,12 +49,12 @@ async def test_demo_cohort_ends_active_with_premium_and_no_plain_nik_in_temporal
     # Temporal's own list finds every enrollment by its program (search attributes set at start).
     program_code = f"ME-{start:%Y%m}"
     query = f"RentanProgram='{program_code}'"
-    for _ in range(50):
+
+    async def listed() -> int | None:
         counted = (await dev_server_env.client.count_workflows(query)).count
-        if counted >= SIZE:
-            break
-        await asyncio.sleep(0.1)
-    assert counted >= SIZE  # other tests' cohorts on the shared server may add to it
+        return counted if counted >= SIZE else None
+
+    await eventually(listed, what="Temporal lists every enrollment by its program")
     report = (tmp_path / "demo.out").read_text()
     assert f"{SIZE * per_worker:,}" in report
 

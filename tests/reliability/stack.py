@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +38,20 @@ from domain.categories import Category
 from domain.worker_rows import WorkerRow
 from models.db import make_engine
 from rentan import cohort
-from services.keys import Role, create_key
 from rentan.stack import free_ports
+from services.keys import Role, create_key
 
 HOST = "127.0.0.1"
 PROJECT = Path(__file__).resolve().parents[2]
 STARTUP_S = 90.0
 STOP_GRACE_S = 15.0
+# How long the projection may lag its workflows after a fault (README, "Architecture"): a batch
+# whose worker died is run again once its heartbeats stop (10 s), a registration once its call's
+# deadline passed (the stack's BPJS timeout + 5 s).
+LAG_BOUND_S = 30.0
+# The stack's BPJS deadlines: a suite that waits out production's would take minutes.
+BPJS_TIMEOUT_S = 2.0
+BPJS_MAX_BACKOFF_S = 2.0
 ALL_CATEGORIES = [c.value for c in Category]
 # States an enrollment does not leave on its own while the test waits (registration settled).
 SETTLED = {
@@ -155,7 +162,10 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'rentan.db'}"
-        self.temporal_port, ui_port, self.sim_port, *self.api_ports = free_ports(3 + apis)
+        ports = free_ports(3 + apis + workers)
+        self.temporal_port, ui_port, self.sim_port = ports[:3]
+        self.api_ports = ports[3 : 3 + apis]
+        metrics_ports = ports[3 + apis :]
         # Only this stack's settings: nothing RENTAN_* leaks in from the calling environment.
         base = {k: v for k, v in os.environ.items() if not k.startswith("RENTAN_")}
         self.env = {
@@ -170,6 +180,8 @@ class Stack:
             "RENTAN_BPJS_SIM_HOST": HOST,
             "RENTAN_PAYLOAD_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "RENTAN_ID_SECRET": secrets.token_hex(16),
+            "RENTAN_BPJS_TIMEOUT_S": str(BPJS_TIMEOUT_S),
+            "RENTAN_BPJS_MAX_BACKOFF_S": str(BPJS_MAX_BACKOFF_S),
             "RENTAN_LOG_FORMAT": "json",
             "RENTAN_LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
@@ -180,7 +192,10 @@ class Stack:
             self._proc(f"api-{i}", "api", env={"RENTAN_API_PORT": str(port)})
             for i, port in enumerate(self.api_ports)
         ]
-        self.workers = [self._proc(f"worker-{i}", "worker") for i in range(workers)]
+        self.workers = [
+            self._proc(f"worker-{i}", "worker", env={"RENTAN_METRICS_ADDRESS": f"{HOST}:{port}"})
+            for i, port in enumerate(metrics_ports)
+        ]
         self.http = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0))
         self._engine: Engine | None = None
         self.timings: dict[str, float] = {}
@@ -286,12 +301,99 @@ class Stack:
         with self.engine.connect() as connection:
             return [tuple(row) for row in connection.execute(text(query), params)]
 
-    def ledger(self, program: str) -> list[tuple[Any, ...]]:
+    def open_commitments(self, program: str) -> list[tuple[Any, ...]]:
+        """``(approval_id, enrollment_id, amount_idr)`` of the program's open commitments."""
         return self.sql(
-            "SELECT id, enrollment_id, kind, amount_idr FROM budget_ledger "
-            "WHERE program_code = :program ORDER BY id",
+            "SELECT approval_id, enrollment_id, amount_idr FROM commitment "
+            "WHERE program_code = :program AND released_at IS NULL ORDER BY id",
             program=program,
         )
+
+    def reset_sim(self) -> None:
+        """The simulator as new: no faults, nobody registered (each scenario counts its own)."""
+        self.http.put(f"{self.sim_url}/v1/faults", json={}).raise_for_status()
+        self.http.post(f"{self.sim_url}/v1/admin/reset").raise_for_status()
+
+    def set_faults(self, **knobs: Any) -> None:
+        self.http.put(f"{self.sim_url}/v1/faults", json=knobs).raise_for_status()
+
+    def count_workflows(self, query: str) -> int:
+        """How many workflows Temporal's visibility lists for ``query``."""
+
+        async def count() -> int:
+            client = await Client.connect(self.env["RENTAN_TEMPORAL_ADDRESS"])
+            return (await client.count_workflows(query)).count
+
+        return asyncio.run(count())
+
+    def wait_for(
+        self,
+        check: Callable[[], bool],
+        *,
+        what: str,
+        timeout_s: float = 60,
+        alive: bool = True,
+    ) -> float:
+        """Poll ``check`` until it holds (the one polling helper of these scenarios), checking
+        meanwhile that every process runs unless ``alive`` is False (one was killed on
+        purpose); seconds waited."""
+        began = time.monotonic()
+        while not check():
+            if alive:
+                self.check_alive()
+            if time.monotonic() - began > timeout_s:
+                raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+            time.sleep(0.05)
+        return time.monotonic() - began
+
+    def reconcile(self, program: str) -> tuple[int, str]:
+        """``rentan reconcile --check --program``: its exit code and what it printed."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rentan",
+                "reconcile",
+                "--check",
+                "--program",
+                program,
+                "--rate",
+                "1000",
+                "--restart",
+            ],
+            env=self.env,
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return done.returncode, done.stdout
+
+    def reconcile_until_clean(self, program: str, *, since: float) -> dict[str, Any]:
+        """Run ``rentan reconcile --check`` until it finds no difference, at most until
+        ``LAG_BOUND_S`` after ``since`` (a ``time.monotonic()``); its figures."""
+        checks = 0
+        first_differences: int | None = None
+        while True:
+            code, out = self.reconcile(program)
+            checks += 1
+            last = out.strip().splitlines()[-1] if out.strip() else ""
+            differences = int(last.split(": ")[-1].split(" ")[0].replace(",", "")) if last else -1
+            if first_differences is None:
+                first_differences = differences
+            if code == 0 and differences == 0:
+                return {
+                    "reconcile_differences": 0,
+                    "reconcile_first_check_differences": first_differences,
+                    "reconcile_checks": checks,
+                    "reconcile_clean_after_s": round(time.monotonic() - since, 1),
+                    "reconcile_output": last,
+                }
+            if time.monotonic() - since > LAG_BOUND_S:
+                raise AssertionError(
+                    f"reconcile still finds differences {LAG_BOUND_S:.0f} s after the fault:\n{out}"
+                )
+            time.sleep(1.0)
 
     # --- keys -----------------------------------------------------------------------------------
 
@@ -368,43 +470,34 @@ class Stack:
         return data
 
     def nominate_all(
-        self, keys: Keys, program: str, lists: dict[str, list[WorkerRow]], *, attempts: int = 4
-    ) -> tuple[dict[str, str], int]:
-        """Every village's list, villages in parallel; rows the API asked to send again are sent
-        again, as an operator would. ``({nik: enrollment_id}, rows sent again)``."""
+        self, keys: Keys, program: str, lists: dict[str, list[WorkerRow]]
+    ) -> dict[str, str]:
+        """Every village's list, villages in parallel; ``{nik: enrollment_id}``. A list the API
+        answers 503 (Temporal did not take it) is sent again, as an operator would."""
 
-        def one(village: str, rows: list[WorkerRow]) -> tuple[dict[str, str], int]:
-            accepted: dict[str, str] = {}
-            resent = 0
-            pending = list(rows)
-            for _ in range(attempts):
-                result = self.nominate(keys, program, village, pending)
-                by_row = {a["row"]: a["enrollment_id"] for a in result["accepted"]}
-                refused = [
-                    r
-                    for r in result["rejected"]
-                    if [e["field"] for e in r["errors"]] != ["row"]  # "send the list again"
-                ]
-                assert not refused, f"{village}: rows refused: {refused}"
-                retry = []
-                for number, row in enumerate(pending, start=1):
-                    if number in by_row:
-                        accepted[row.nik or ""] = by_row[number]
-                    else:
-                        retry.append(row)
-                if not retry:
-                    return accepted, resent
-                resent += len(retry)
-                pending = retry
-            raise AssertionError(f"{village}: {len(pending)} rows never accepted")
+        def one(village: str, rows: list[WorkerRow]) -> dict[str, str]:
+            body = {"village_code": village, "workers": [worker_json(r) for r in rows]}
+            deadline = time.monotonic() + 180
+            while True:
+                response = self.http.post(
+                    f"{self.api_url}/v1/programs/{program}/nominations",
+                    headers=self.auth(keys.operators[village]),
+                    json=body,
+                )
+                if response.status_code != 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)  # the answer's Retry-After
+            assert response.status_code == 200, response.text[:1500]
+            result = response.json()
+            assert not result["rejected"], f"{village}: rows refused: {result['rejected']}"
+            by_row = {a["row"]: a["enrollment_id"] for a in result["accepted"]}
+            return {row.nik or "": by_row[n] for n, row in enumerate(rows, start=1)}
 
         accepted: dict[str, str] = {}
-        resent = 0
         with ThreadPoolExecutor(max_workers=len(lists)) as pool:
-            for got, again in pool.map(lambda item: one(*item), lists.items()):
+            for got in pool.map(lambda item: one(*item), lists.items()):
                 accepted.update(got)
-                resent += again
-        return accepted, resent
+        return accepted
 
     def enrollments(self, key: str, program: str, **filters: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

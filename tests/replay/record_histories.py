@@ -1,177 +1,165 @@
 """Records the histories ``test_replay.py`` replays: run explicitly, never collected by default.
 
-``.venv/bin/python -m pytest tests/replay/record_histories.py -k sqlite``
+``.venv/bin/python -m pytest tests/replay/record_histories.py -p no:cacheprovider``
+
+Run it only when workflow code changes on purpose in a way running workflows cannot follow, and
+only once nothing runs the old code (README, "Changing workflow code"). It records one history
+per path through the lifecycle on the session rig (the time-skipping server) and writes them to
+``histories/`` (encrypted with the test payload key), replacing the set.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.client import Client, WorkflowHistory
-from temporalio.testing import WorkflowEnvironment
+from temporalio.api.filter.v1 import WorkflowTypeFilter
+from temporalio.api.workflowservice.v1 import ListClosedWorkflowExecutionsRequest
 
-from bpjs_sim.sim_config import SimConfig
-from models.tables import Enrollment
-from core.settings import Settings
-from services.steps import approve_budget, send_step, verify_many
+from models.tables import AuditEvent, Enrollment, Program
+from services.steps import send_step
 from tests.harness import (
-    BUDGET_OFFICER,
     OPERATOR,
     VERIFIER,
+    Rig,
+    add_months,
+    fund,
     make_program,
-    make_sim,
     nominate_rows,
     row_of,
-    running_worker,
+    server_today,
+    stop_program,
+    verify,
+    wait_for_state,
     worker_row,
 )
-from tests.replay.test_replay import HISTORIES, recorded
+from tests.replay.test_replay import HISTORIES
+from workflows.batches import BATCH_WORKFLOWS
 from workflows.enrollment import EnrollmentWorkflow
-from workflows.messages import (
-    RenewalConfirmation,
-    Termination,
-    Verification,
-    Withdrawal,
-)
-
-# --- recording ------------------------------------------------------------------------------
+from workflows.messages import RenewalConfirmation, Termination, Withdrawal
 
 
-async def _save_runs(client: Client, workflow_id: str, name: str) -> None:
-    """Every run of a workflow (renewals continue as new), oldest first."""
-    run_id: str | None = (await client.get_workflow_handle(workflow_id).describe()).run_id
-    runs: list[WorkflowHistory] = []
-    while run_id:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        runs.append(history)
-        started = history.events[0].workflow_execution_started_event_attributes
-        run_id = started.continued_execution_run_id or None
-    for index, history in enumerate(reversed(runs), start=1):
+async def _save_runs(rig: Rig, workflow_id: str, name: str) -> None:
+    """Every run of a workflow (renewals continue as new, a nomination after a rejection starts
+    anew), oldest first, as ``<name>-run<n>.json``: the runs its audit entries name."""
+    with Session(rig.engine) as session:
+        events = session.exec(select(AuditEvent).where(AuditEvent.workflow_id == workflow_id)).all()
+    runs = list(dict.fromkeys(e.run_id for e in sorted(events, key=lambda e: e.occurred_at)))
+    for index, run_id in enumerate(runs, start=1):
+        history = await rig.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         (HISTORIES / f"{name}-run{index}.json").write_text(history.to_json())
 
 
-async def _until(env: WorkflowEnvironment, client: Client, workflow_id: str, state: str) -> None:
-    handle = client.get_workflow_handle(workflow_id)
-    for _ in range(200):
-        if (await handle.query(EnrollmentWorkflow.view)).state == state:
-            return
-        await env.sleep(dt.timedelta(hours=6))
-    raise AssertionError(f"{workflow_id} never became {state}")
-
-
-async def test_record_histories(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
-) -> None:
+async def test_record_histories(rig: Rig) -> None:
     HISTORIES.mkdir(exist_ok=True)
-    client = time_skipping_env.client
-    first_of_month = dt.date.today().replace(day=1)
-    successor = make_program(
-        engine, code="REPLAY-NEXT", start=(first_of_month + dt.timedelta(days=95)).replace(day=1)
+    for old in HISTORIES.glob("*.json"):
+        old.unlink()
+    await rig.sim.simulator.reset()
+    client = rig.client
+    start = (await server_today(rig.env)).replace(day=1)
+    tag = uuid.uuid4().hex[:6]
+    successor = make_program(rig.engine, code=f"REPLAY-NEXT-{tag}", start=add_months(start, 3))
+    program = make_program(
+        rig.engine, code=f"REPLAY-{tag}", start=start, successor=successor.code, expiry_days=21
     )
-    program = make_program(engine, code="REPLAY", successor=successor.code, expiry_days=21)
-    sim = make_sim(SimConfig())
-    async with running_worker(client, settings, engine, sim):
-        result = await nominate_rows(
-            client,
-            engine,
-            settings,
-            program,
-            [
-                worker_row(1),  # renewed into the next period
-                worker_row(2),  # rejected
-                worker_row(3),  # expires unverified
-                worker_row(9901),  # unknown to the registry, then withdrawn
-                worker_row(4),  # terminated during coverage
-                worker_row(5),  # lapses without confirmation
-            ],
+    rows = [
+        worker_row(1),  # renewed into the next period
+        worker_row(2),  # rejected, then nominated again
+        worker_row(3),  # expires unverified
+        worker_row(9901),  # unknown to the registry, then withdrawn
+        worker_row(4),  # terminated during coverage
+        worker_row(5),  # lapses without confirmation
+        worker_row(9801),  # BPJS covers them already
+    ]
+    accepted = (await nominate_rows(rig, program, rows)).accepted
+    renewed, rejected, expired, failed, terminated, lapsed, covered = (
+        a.enrollment_id for a in accepted
+    )
+    funded = [renewed, failed, terminated, lapsed, covered]
+    await verify(rig, funded)
+    rejection = await verify(rig, [rejected], approve=False, reason="not on the DPMD roster")
+    assert rejection[0].state == "rejected"
+    await fund(rig, program, funded)
+    await wait_for_state(rig.env, failed, "registration_failed")
+    await send_step(
+        client,
+        row_of(rig.engine, failed),
+        EnrollmentWorkflow.withdraw,
+        Withdrawal(OPERATOR, "wrong person"),
+    )
+    await wait_for_state(rig.env, terminated, "active")
+    await send_step(
+        client,
+        row_of(rig.engine, terminated),
+        EnrollmentWorkflow.terminate,
+        Termination(VERIFIER, "death", await server_today(rig.env), "reported by the village"),
+    )
+    # Nominated again after the rejection: a second run of the same workflow.
+    (again,) = (await nominate_rows(rig, program, [worker_row(2)])).accepted
+    await verify(rig, [again.enrollment_id])
+    await _until(rig, renewed, "renewal_pending")
+    await send_step(
+        client,
+        row_of(rig.engine, renewed),
+        EnrollmentWorkflow.confirm_renewal,
+        RenewalConfirmation(OPERATOR, confirm=True, reason="still serves"),
+    )
+    next_id = _reservation(rig, successor, renewed)
+    await fund(rig, successor, [next_id])
+    await _until(rig, lapsed, "lapsed")
+    await _until(rig, expired, "expired")
+    await _until(rig, renewed, "active", program=successor.code)
+    for name, workflow_id in (
+        ("renewed", renewed),
+        ("rejected-nominated-again", rejected),
+        ("expired", expired),
+        ("registration-failed-withdrawn", failed),
+        ("terminated", terminated),
+        ("lapsed", lapsed),
+        ("already-covered", covered),
+    ):
+        await _save_runs(rig, workflow_id, name)
+    for batch in BATCH_WORKFLOWS:
+        await _save_latest_batch(rig, batch.__name__)
+    await stop_program(rig, successor.code)
+    await stop_program(rig, program.code)
+    assert len(list(HISTORIES.glob("*.json"))) >= 12
+
+
+async def _save_latest_batch(rig: Rig, workflow_type: str) -> None:
+    """The newest closed batch workflow of a type (this test's own: the last to run)."""
+    page = await rig.client.workflow_service.list_closed_workflow_executions(
+        ListClosedWorkflowExecutionsRequest(
+            namespace=rig.client.namespace,
+            maximum_page_size=1000,
+            type_filter=WorkflowTypeFilter(name=workflow_type),
         )
-        renewed, rejected, expired, failed, terminated, lapsed = (
-            a.enrollment_id for a in result.accepted
-        )
-        # As a batch verification approves: the workflow hands the record back to the caller.
-        await verify_many(
-            client,
-            engine,
-            [renewed, failed, terminated, lapsed],
-            Verification(actor=VERIFIER, approve=True, reason="ok"),
-        )
-        await send_step(
-            client,
-            rejected,
-            EnrollmentWorkflow.verify,
-            # As the API sends a step: with the seq of the row it found the enrollment by.
-            Verification(
-                actor=VERIFIER,
-                approve=False,
-                reason="not on the DPMD roster",
-                projected_seq=row_of(engine, rejected).seq,
-            ),
-        )
-        await approve_budget(
-            client,
-            engine,
-            program_code=program.code,
-            funding_source="APBD",
-            enrollment_ids=[renewed, failed, terminated, lapsed],
-            actor=BUDGET_OFFICER,
-        )
-        await _until(time_skipping_env, client, failed, "registration_failed")
-        await send_step(
-            client,
-            failed,
-            EnrollmentWorkflow.withdraw,
-            Withdrawal(OPERATOR, "wrong person", projected_seq=row_of(engine, failed).seq),
-        )
-        await _until(time_skipping_env, client, terminated, "active")
-        await send_step(
-            client,
-            terminated,
-            EnrollmentWorkflow.terminate,
-            Termination(VERIFIER, "death", dt.date.today(), "reported by the village"),
-        )
-        await _until(time_skipping_env, client, renewed, "renewal_pending")
-        await send_step(
-            client,
-            renewed,
-            EnrollmentWorkflow.confirm_renewal,
-            RenewalConfirmation(OPERATOR, confirm=True, reason="still serves"),
-        )
-        view = await client.get_workflow_handle(renewed).query(EnrollmentWorkflow.view)
-        assert view.state == "renewal_pending"
-        with Session(engine) as session:
-            next_id = session.exec(
-                # The renewed one's reservation: the lapsing enrollment holds one too.
-                select(Enrollment.id).where(
-                    Enrollment.program_code == successor.code, Enrollment.workflow_id == renewed
-                )
-            ).first()
-        assert next_id is not None
-        await approve_budget(
-            client,
-            engine,
-            program_code=successor.code,
-            funding_source="APBD",
-            enrollment_ids=[next_id],
-            actor=BUDGET_OFFICER,
-        )
-        await _until(time_skipping_env, client, lapsed, "lapsed")
-        await _until(time_skipping_env, client, expired, "expired")
-        handle = client.get_workflow_handle(renewed)
-        for _ in range(50):
-            if (await handle.describe()).run_id != result.accepted[0].enrollment_id and (
-                await handle.query(EnrollmentWorkflow.view)
-            ).program == successor.code:
-                break
-            await time_skipping_env.sleep(dt.timedelta(days=1))
-        for name, workflow_id in (
-            ("renewed", renewed),
-            ("rejected", rejected),
-            ("expired", expired),
-            ("registration-failed-withdrawn", failed),
-            ("terminated", terminated),
-            ("lapsed", lapsed),
-        ):
-            await _save_runs(client, workflow_id, name)
-    assert len(recorded()) >= 7
+    )
+    newest = max(page.executions, key=lambda e: e.close_time.ToDatetime())
+    handle = rig.client.get_workflow_handle(
+        newest.execution.workflow_id, run_id=newest.execution.run_id
+    )
+    history = await handle.fetch_history()
+    (HISTORIES / f"batch-{workflow_type}-run1.json").write_text(history.to_json())
+
+
+def _reservation(rig: Rig, successor: Program, workflow_id: str) -> str:
+    with Session(rig.engine) as session:
+        found = session.exec(
+            select(Enrollment.id).where(
+                Enrollment.program_code == successor.code, Enrollment.workflow_id == workflow_id
+            )
+        ).first()
+    assert found is not None
+    return found
+
+
+async def _until(rig: Rig, workflow_id: str, state: str, *, program: str | None = None) -> None:
+    handle = rig.client.get_workflow_handle(workflow_id)
+    for _ in range(400):
+        view = await handle.query(EnrollmentWorkflow.view)
+        if view.state == state and (program is None or view.program == program):
+            return
+        await rig.env.sleep(dt.timedelta(hours=6))
+    raise AssertionError(f"{workflow_id} never became {state}")
