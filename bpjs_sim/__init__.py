@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bpjs_sim.simulator import create_app
 from bpjs_sim.sim_config import FaultKnobs, SimConfig
+from bpjs_sim.simulator import create_app
 
 __all__ = ["FaultKnobs", "SimConfig", "create_app"]

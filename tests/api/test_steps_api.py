@@ -1,10 +1,15 @@
 """Human steps over HTTP: verification (single and batch), budget approval (all or nothing),
 withdrawal, termination, renewal, resubmission. Each answer is followed at once by a read that
-shows it; each refusal is a 409 the audit log keeps with its actor."""
+shows it; each refusal is a 409 the audit log keeps with its actor.
+
+Every test works in a program of its own on the session's shared projection: what it reads of
+the audit log and the ledger it reads for its own enrollments and program."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import uuid
 from typing import Any
 
 from sqlmodel import select
@@ -13,7 +18,16 @@ from models.db import session_scope
 from models.tables import FundingSource
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_problem, worker
-from tests.harness import OTHER_VILLAGE, VILLAGE, add_months, ledger_of, nik, server_today
+from tests.harness import (
+    OTHER_VILLAGE,
+    VILLAGE,
+    add_months,
+    commitments_of,
+    eventually,
+    nik,
+    server_today,
+    stop_program,
+)
 from workflows import timing
 
 PREMIUM = 16_800 * 3  # 1,000,000 declared, 3 months
@@ -110,14 +124,31 @@ async def activate(api: Api, *rows: dict[str, Any], program: str | None = None) 
     return ids
 
 
-async def refusals(api: Api, action: str, enrollment_id: str | None = None) -> list[dict[str, Any]]:
-    params = {"action": f"refused_{action}"}
-    if enrollment_id:
-        params["enrollment_id"] = enrollment_id
+async def events(api: Api, enrollment_id: str, action: str | None = None) -> list[dict[str, Any]]:
+    """An enrollment's audit entries (of one action), oldest first."""
+    params = {"enrollment_id": enrollment_id}
+    if action:
+        params["action"] = action
     answer = await api.http.get("/v1/audit/events", params=params, headers=api.auth("auditor"))
     assert answer.status_code == 200, answer.text
     items: list[dict[str, Any]] = answer.json()["items"]
     return items
+
+
+async def refusals(api: Api, action: str, *enrollment_ids: str) -> list[dict[str, Any]]:
+    """The refused attempts at ``action`` on these enrollments, in the order of the ids."""
+    found: list[dict[str, Any]] = []
+    for enrollment_id in enrollment_ids:
+        found += await events(api, enrollment_id, f"refused_{action}")
+    return found
+
+
+async def post_approval(api: Api, *ids: str, program: str | None = None) -> Any:
+    return await api.http.post(
+        f"/v1/programs/{program or api.program.code}/budget-approvals",
+        json={"funding_source": "APBD", "enrollment_ids": list(ids)},
+        headers=api.auth("budget_officer"),
+    )
 
 
 async def source(api: Api, code: str = "APBD", program: str | None = None) -> dict[str, Any]:
@@ -151,6 +182,27 @@ async def test_verification_answers_the_new_state_and_a_second_one_is_409(api: A
     assert (refused["state_before"], refused["state_after"]) == ("verified", "verified")
     assert refused["reason"] == problem["detail"]
     assert (await detail(api, enrollment_id))["state"] == "verified"
+
+
+async def test_two_verifications_of_one_enrollment_at_once_take_one(api: Api) -> None:
+    (enrollment_id,) = await nominate(api, worker(4))
+    answers = await asyncio.gather(
+        step(api, enrollment_id, "verification", {"approve": True}, "dpmd_verifier"),
+        step(
+            api,
+            enrollment_id,
+            "verification",
+            {"approve": False, "reason": "not on the SK"},
+            "dpmd_verifier",
+        ),
+    )
+    assert sorted(status for status, _ in answers) == [200, 409], answers
+    ((_, taken),) = [body for body in answers if body[0] == 200]
+    assert taken["state"] in ("verified", "rejected")
+    assert (await detail(api, enrollment_id))["state"] == taken["state"]
+    # The refusal may be audited before or after the step taken is recorded.
+    actions = sorted(e["action"] for e in await events(api, enrollment_id))
+    assert actions == sorted(["nominated", taken["state"], "refused_verification"])
 
 
 async def test_rejection_needs_a_reason(api: Api) -> None:
@@ -244,8 +296,10 @@ async def test_batch_verification_by_ids_answers_per_id(api: Api) -> None:
     }
     for enrollment_id in (first, second, third):
         assert (await detail(api, enrollment_id))["state"] == "verified"
-    (refused,) = await refusals(api, "verification")
+    assert await refusals(api, "verification", first, third) == []
+    (refused,) = await refusals(api, "verification", second)
     assert (refused["enrollment_id"], refused["actor"]) == (second, "test-dpmd_verifier")
+    assert (refused["state_before"], refused["reason"]) == ("verified", results[second]["error"])
 
 
 async def test_batch_verification_of_a_village(api: Api) -> None:
@@ -384,19 +438,20 @@ async def test_budget_beyond_the_ceiling_is_409_and_commits_nothing(api: Api) ->
     # Nothing committed: the source, the ledger and the enrollments are as before.
     assert (await source(api))["committed_idr"] == 0
     assert (await source(api))["remaining_idr"] == 2 * PREMIUM + 1000
-    assert ledger_of(api.engine, code) == []
+    assert commitments_of(api.engine, code) == []
     for enrollment_id in ids:
         seen = await detail(api, enrollment_id)
         assert (seen["state"], seen["funding_source"]) == ("verified", None)
     # The refusal is in the audit log, for each enrollment, with the budget officer's name.
-    refused = await refusals(api, "budget_approval")
-    assert sorted(r["enrollment_id"] for r in refused) == sorted(ids)
+    refused = await refusals(api, "budget_approval", *ids)
+    assert [r["enrollment_id"] for r in refused] == ids
     assert {r["actor"] for r in refused} == {"test-budget_officer"}
+    assert {r["reason"] for r in refused} == {problem["detail"]}
 
     # Two of them fit.
     body = await approve(api, *ids[:2])
     assert (body["committed_idr"], body["remaining_idr"]) == (2 * PREMIUM, 1000)
-    assert len(ledger_of(api.engine, code)) == 2
+    assert sorted(c.enrollment_id for c in commitments_of(api.engine, code)) == sorted(ids[:2])
     await settle(api, *ids[:2])
 
 
@@ -417,7 +472,7 @@ async def test_budget_refusals_name_the_problem(api: Api) -> None:
         assert words in problem["detail"], problem
     assert (await source(api))["committed_idr"] == 0
     assert (await source(api, "DBH_SAWIT"))["committed_idr"] == 0
-    assert ledger_of(api.engine, api.program.code) == []
+    assert commitments_of(api.engine, api.program.code) == []
     assert (await detail(api, verified))["state"] == "verified"
 
 
@@ -428,6 +483,39 @@ async def test_petani_sawit_is_paid_from_dbh_sawit(api: Api) -> None:
     assert body["committed_idr"] == PREMIUM
     assert (await source(api, "DBH_SAWIT"))["committed_idr"] == PREMIUM
     assert (await source(api))["committed_idr"] == 0
+    await settle(api, enrollment_id)
+
+
+async def test_budget_approval_of_an_approved_enrollment_is_409_and_commits_nothing_more(
+    api: Api,
+) -> None:
+    (enrollment_id,) = await nominate(api, worker(53))
+    await verify(api, enrollment_id)
+    await approve(api, enrollment_id)
+    problem = assert_problem(await post_approval(api, enrollment_id), 409, "approved twice")
+    assert problem["detail"].startswith("nothing committed")
+    assert enrollment_id in problem["detail"] and "not awaiting budget" in problem["detail"]
+    assert (await source(api))["committed_idr"] == PREMIUM
+    (held,) = commitments_of(api.engine, api.program.code)
+    assert (held.enrollment_id, held.released_at) == (enrollment_id, None)
+    (refused,) = await refusals(api, "budget_approval", enrollment_id)
+    assert refused["actor"] == "test-budget_officer"
+    await settle(api, enrollment_id)
+
+
+async def test_two_budget_approvals_of_one_enrollment_at_once_fund_it_once(api: Api) -> None:
+    (enrollment_id,) = await nominate(api, worker(54))
+    await verify(api, enrollment_id)
+    answers = await asyncio.gather(
+        post_approval(api, enrollment_id), post_approval(api, enrollment_id)
+    )
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    (refused,) = [a for a in answers if a.status_code == 409]
+    problem = assert_problem(refused, 409, "the second approval")
+    assert problem["detail"].startswith("nothing committed") and enrollment_id in problem["detail"]
+    assert (await source(api))["committed_idr"] == PREMIUM
+    (held,) = commitments_of(api.engine, api.program.code)
+    assert (held.enrollment_id, held.released_at) == (enrollment_id, None)
     await settle(api, enrollment_id)
 
 
@@ -451,14 +539,16 @@ async def test_withdrawal_before_activation(api: Api) -> None:
     assert refused["actor"] == "test-village_operator"
 
 
-async def test_withdrawal_after_a_failed_registration_leaves_no_budget(api: Api) -> None:
-    # Serial 99xx: the population registry does not know this NIK; registration fails for good,
-    # and the budget committed to it comes back.
+async def test_withdrawal_after_a_failed_registration_releases_the_budget_it_held(
+    api: Api,
+) -> None:
+    # Serial 99xx: the population registry does not know this NIK; registration fails for good.
+    # The budget stays committed while DPMD may correct the data, and comes back on withdrawal.
     (enrollment_id,) = await nominate(api, worker(9901))
     await verify(api, enrollment_id)
     await approve(api, enrollment_id)
     await wait_for(api, enrollment_id, "registration_failed")
-    assert (await source(api))["committed_idr"] == 0
+    assert (await source(api))["committed_idr"] == PREMIUM
 
     status, body = await step(
         api,
@@ -472,6 +562,7 @@ async def test_withdrawal_after_a_failed_registration_leaves_no_budget(api: Api)
     assert seen["full_name"] == "Nama Sesuai KTP"
     assert seen["state"] in ("registering", "registration_failed")
     await wait_for(api, enrollment_id, "registration_failed")
+    assert (await source(api))["committed_idr"] == PREMIUM
 
     status, body = await step(
         api, enrollment_id, "withdrawal", {"reason": "NIK wrong; nominate anew"}, "village_operator"
@@ -480,9 +571,20 @@ async def test_withdrawal_after_a_failed_registration_leaves_no_budget(api: Api)
     assert (await detail(api, enrollment_id))["state"] == "withdrawn"
     source_now = await source(api)
     assert (source_now["committed_idr"], source_now["remaining_idr"]) == (0, 10_000_000)
-    ledger = ledger_of(api.engine, api.program.code)
-    assert [e.kind for e in ledger] == ["commit", "release", "commit", "release"]
-    assert sum(e.amount_idr for e in ledger) == 0
+    (commitment,) = commitments_of(api.engine, api.program.code)
+    assert commitment.enrollment_id == enrollment_id
+    assert (commitment.amount_idr, commitment.released_at is not None) == (PREMIUM, True)
+    actions = [e["action"] for e in await events(api, enrollment_id)]
+    assert actions == [
+        "nominated",
+        "verified",
+        "budget_approved",
+        "registration_started",
+        "registration_failed",
+        "resubmitted",
+        "registration_failed",
+        "withdrawn",
+    ]
 
 
 async def test_withdrawal_of_an_active_enrollment_is_409(api: Api) -> None:
@@ -520,9 +622,23 @@ async def test_termination_of_an_active_enrollment(api: Api) -> None:
         "dpmd_verifier",
     )
     assert (status, body) == (200, {"enrollment_id": enrollment_id, "state": "terminated"})
+    # Taken at once: the read shows it before BPJS has heard of it.
     seen = await detail(api, enrollment_id)
     assert (seen["state"], seen["coverage_end"]) == ("terminated", effective.isoformat())
     assert seen["kpj_number"] == active["kpj_number"]
+    (terminated,) = await events(api, enrollment_id, "terminated")
+    assert (terminated["actor"], terminated["reason"]) == (
+        "test-dpmd_verifier",
+        "death: surat kematian",
+    )
+
+    # Then the workflow tells BPJS, and notes it.
+    async def told() -> list[dict[str, Any]] | None:
+        return await events(api, enrollment_id, "coverage_ended_at_bpjs") or None
+
+    (noted,) = await eventually(told, what="BPJS told of the termination")
+    assert noted["reason"] == f"from {effective.isoformat()}"
+    assert (await detail(api, enrollment_id))["state"] == "terminated"
 
     status, _ = await step(
         api,
@@ -561,8 +677,8 @@ async def test_resubmission_is_refused_unless_registration_failed(api: Api) -> N
     (active_id,) = await activate(api, worker(81))
     status, problem = await step(api, active_id, "resubmission", body, "dpmd_verifier")
     assert status == 409
-    refused = await refusals(api, "resubmission")
-    assert sorted(r["enrollment_id"] for r in refused) == sorted([enrollment_id, active_id])
+    refused = await refusals(api, "resubmission", enrollment_id, active_id)
+    assert [r["enrollment_id"] for r in refused] == [enrollment_id, active_id]
     assert {r["actor"] for r in refused} == {"test-dpmd_verifier"}
 
 
@@ -588,7 +704,17 @@ async def test_resubmission_needs_a_correction(api: Api) -> None:
 async def test_renewal_confirmed_while_pending_carries_into_the_successor(api: Api) -> None:
     """A program and its successor dated by the test server's clock (which runs ahead of the wall
     clock once a test skipped time): the village confirms inside the renewal window, the budget
-    officer funds the next period, and the enrollment continues into it."""
+    officer funds the next period (once), and the enrollment continues into it."""
+    suffix = uuid.uuid4().hex[:8]
+    now_code, next_code = f"ME-NOW-{suffix}", f"ME-NEXT-{suffix}"
+    try:
+        await renew_into_the_successor(api, now_code, next_code)
+    finally:
+        await stop_program(api.rig, now_code)
+        await stop_program(api.rig, next_code)
+
+
+async def renew_into_the_successor(api: Api, now_code: str, next_code: str) -> None:
     start = (await server_today(api.env)).replace(day=1)
     admin = api.auth("admin")
 
@@ -611,13 +737,13 @@ async def test_renewal_confirmed_while_pending_carries_into_the_successor(api: A
         }
 
     for body in (
-        program("ME-NEXT", add_months(start, 3), None),
-        program("ME-NOW", start, "ME-NEXT"),
+        program(next_code, add_months(start, 3), None),
+        program(now_code, start, next_code),
     ):
         assert (await api.http.post("/v1/programs", json=body, headers=admin)).status_code == 201
     now_end = add_months(start, 3) - dt.timedelta(days=1)
 
-    (now_id,) = await activate(api, worker(90, category="linmas"), program="ME-NOW")
+    (now_id,) = await activate(api, worker(90, category="linmas"), program=now_code)
     kpj = (await detail(api, now_id))["kpj_number"]
     status, problem = await step(api, now_id, "renewal", {"confirm": True}, "village_operator")
     assert status == 409 and "not pending" in problem["detail"]
@@ -626,7 +752,7 @@ async def test_renewal_confirmed_while_pending_carries_into_the_successor(api: A
     await api.env.sleep(opens - await api.env.get_current_time() + dt.timedelta(hours=1))
     await wait_for(api, now_id, "renewal_pending")
     listed = await api.http.get(
-        "/v1/enrollments", params={"program": "ME-NEXT"}, headers=api.auth("village_operator")
+        "/v1/enrollments", params={"program": next_code}, headers=api.auth("village_operator")
     )
     (reserved,) = listed.json()["items"]
     next_id = reserved["id"]
@@ -639,22 +765,26 @@ async def test_renewal_confirmed_while_pending_carries_into_the_successor(api: A
     )
     assert (status, body) == (200, {"enrollment_id": now_id, "state": "renewal_pending"})
     assert (await detail(api, now_id, "village_operator"))["state"] == "renewal_pending"
-    events = await api.http.get(
-        "/v1/audit/events",
-        params={"enrollment_id": now_id, "action": "renewal_confirmed"},
-        headers=api.auth("auditor"),
-    )
-    (confirmed,) = events.json()["items"]
+    (confirmed,) = await events(api, now_id, "renewal_confirmed")
     assert (confirmed["actor"], confirmed["reason"]) == ("test-village_operator", "still linmas")
 
-    body = await approve(api, next_id, program="ME-NEXT")
+    body = await approve(api, next_id, program=next_code)
     assert body["committed_idr"] == PREMIUM
-    assert (await source(api, program="ME-NEXT"))["committed_idr"] == PREMIUM
+    assert (await source(api, program=next_code))["committed_idr"] == PREMIUM
+    # Still renewal pending, and funded already: a second approval commits nothing.
+    assert (await detail(api, next_id))["state"] == "renewal_pending"
+    problem = assert_problem(
+        await post_approval(api, next_id, program=next_code), 409, "funded twice"
+    )
+    assert "already funded" in problem["detail"]
+    assert problem["problems"] == [f"{next_id}: is funded already"]
+    assert (await source(api, program=next_code))["committed_idr"] == PREMIUM
+    assert len(commitments_of(api.engine, next_code)) == 1
 
     ends = timing.end_of(now_end)
     await api.env.sleep(ends - await api.env.get_current_time() + dt.timedelta(hours=1))
     renewed = await wait_for(api, next_id, "active")
-    assert (renewed["kpj_number"], renewed["program"]) == (kpj, "ME-NEXT")
+    assert (renewed["kpj_number"], renewed["program"]) == (kpj, next_code)
     assert renewed["coverage_start"] == add_months(start, 3).isoformat()
     assert (await detail(api, now_id))["state"] == "active"  # its period completed, renewed
 
@@ -676,8 +806,8 @@ async def test_renewal_confirmed_while_pending_carries_into_the_successor(api: A
         assert action in actions, action
     assert "continued_as_new" in actions
     assert {e["program"] for e in timeline["events"] if e["source"] == "audit"} >= {
-        "ME-NOW",
-        "ME-NEXT",
+        now_code,
+        next_code,
     }
     # The coverage lookup finds the new period on a day inside it.
     inside = (add_months(start, 3) + dt.timedelta(days=10)).isoformat()

@@ -1,4 +1,5 @@
-"""Reading nomination lists from CSV/XLSX uploads, and the Excel template (services.spreadsheets)."""
+"""Reading nomination lists from CSV/XLSX uploads, and the Excel template
+(services.spreadsheets)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import zipfile
 import openpyxl
 import pytest
 
-from api import uploads
+from domain.categories import Category
+from domain.regions import Village
+from domain.worker_rows import ProgramRules, WorkerRow, validate_row
+from services import spreadsheets
 from services.spreadsheets import (
     MAX_BYTES,
     MAX_ROWS,
@@ -17,9 +21,6 @@ from services.spreadsheets import (
     build_template,
     parse_nomination_file,
 )
-from domain.categories import Category
-from domain.worker_rows import ProgramRules, WorkerRow, validate_row
-from domain.regions import Village
 
 NIK = "1603015505850003"  # a woman born 15 May 1985
 NIK_MAN = "1603011505850001"  # a man born 15 May 1985
@@ -30,7 +31,7 @@ def csv_bytes(*lines: str, encoding: str = "utf-8") -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode(encoding)
 
 
-def parse_csv(data: bytes) -> uploads.ParsedList:
+def parse_csv(data: bytes) -> spreadsheets.ParsedList:
     return parse_nomination_file(data, filename="list.csv", content_type="text/csv")
 
 
@@ -45,7 +46,7 @@ def xlsx_bytes(*rows: list[object], title: str = "Sheet") -> bytes:
     return buffer.getvalue()
 
 
-def parse_xlsx(data: bytes) -> uploads.ParsedList:
+def parse_xlsx(data: bytes) -> spreadsheets.ParsedList:
     return parse_nomination_file(data, filename="list.xlsx", content_type=None)
 
 
@@ -183,7 +184,7 @@ def test_parse_old_xls_format_raises_with_advice() -> None:
 
 
 def test_parse_xlsx_that_unpacks_too_large_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uploads, "MAX_UNZIPPED_BYTES", 1000)
+    monkeypatch.setattr(spreadsheets, "MAX_UNZIPPED_BYTES", 1000)
     data = xlsx_bytes(["nik", "full_name", "birth_date", "gender", "category"])
     assert "unpacks" in upload_error(data, filename="list.xlsx").message
 

@@ -7,9 +7,9 @@ import datetime as dt
 
 import pytest
 
-from rentan import cohort
 from bench.floor import _gather_limited
 from bench.run import _in_villages
+from rentan import cohort
 
 
 class Refused(RuntimeError):

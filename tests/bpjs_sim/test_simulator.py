@@ -1,29 +1,33 @@
 """The BPJS simulator: its contract, exactly-once registration, fault injection, and the real
-client (``activities.bpjs.HttpBpjsAdapter``) against it."""
+client (``activities.bpjs.HttpBpjsAdapter``) and the registration activity against it."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from activities.bpjs import (
     AiohttpTransport,
     AlreadyRegistered,
+    BpjsActivities,
     BpjsTransient,
     HttpBpjsAdapter,
     InvalidParticipant,
     NikUnknown,
 )
-from bpjs_sim.simulator import create_app, person_ref, today_wib
 from bpjs_sim.sim_config import SimConfig
+from bpjs_sim.simulator import create_app, person_ref, today_wib
+from domain.records import SYSTEM, Record, Snapshot
 from workflows.messages import (
     CoverageEnd,
     ExtensionRequest,
@@ -441,6 +445,43 @@ async def adapter(
             await bpjs.aclose()
 
 
+def activation_draft(seq: int = 5) -> Record:
+    """The activation's record as the workflow hands it over: no KPJ, no coverage yet."""
+    at = dt.datetime.combine(TODAY, dt.time(9), tzinfo=dt.UTC)
+    return Record(
+        snapshot=Snapshot(
+            enrollment_id="enr_sim",
+            program_code="ME-SIM",
+            workflow_id="enr_sim",
+            run_id="run-1",
+            run_started_at=at,
+            seq=seq,
+            state="active",
+            person_key="pk-sim",
+            nik_masked="160301******0001",
+            full_name="Siti Aminah",
+            birth_date=dt.date(1985, 5, 15),
+            gender="L",
+            phone=None,
+            village_code="16.03.01.2011",
+            district_code="16.03.01",
+            category="perangkat_desa",
+            declared_income_idr=1_000_000,
+            premium_idr=16_800,
+            funding_source="APBD",
+            kpj_number=None,
+            coverage_start=None,
+            coverage_end=None,
+            nominated_by="op",
+            nominated_at=at,
+            updated_at=at,
+        ),
+        action="activated",
+        actor=SYSTEM,
+        state_before="registering",
+    )
+
+
 def request(nik: str = NIK, key: str = "key-1") -> RegistrationRequest:
     return RegistrationRequest(
         idempotency_key=key,
@@ -452,6 +493,7 @@ def request(nik: str = NIK, key: str = "key-1") -> RegistrationRequest:
         village_code="1603012001",
         period_start=START,
         period_end=END,
+        activation=activation_draft(),
     )
 
 
@@ -498,7 +540,7 @@ async def test_adapter_maps_503_and_429_to_transient() -> None:
 
 
 async def test_adapter_maps_a_slow_answer_to_a_transient_timeout() -> None:
-    async with adapter(SimConfig(latency_ms=2000), timeout_s=0.2) as bpjs:
+    async with adapter(SimConfig(latency_ms=600), timeout_s=0.1) as bpjs:
         with pytest.raises(BpjsTransient, match="timed out"):
             await bpjs.register(request())
 
@@ -526,3 +568,73 @@ async def test_adapter_keeps_its_connections_across_requests() -> None:
         connector = transport._session.connector
         assert connector is not None
         assert len(connector._conns) == 1  # one idle keep-alive connection, reused
+
+
+# --- The registration activity ------------------------------------------------------------
+
+
+async def test_registration_activity_writes_the_activation_with_the_kpj_and_coverage() -> None:
+    written: list[list[Record]] = []
+
+    async def write(records: Sequence[Record]) -> None:
+        written.append(list(records))
+
+    env = ActivityEnvironment()
+    async with adapter() as bpjs:
+        activities = BpjsActivities(bpjs, write=write)
+        result = await env.run(activities.register_participant, request())
+        # A retry registers under the same key: the same KPJ, the same record (a no-op write).
+        again = await env.run(activities.register_participant, request())
+
+    assert result.activation is not None
+    snapshot = result.activation.snapshot
+    assert (snapshot.kpj_number, snapshot.coverage_start, snapshot.coverage_end) == (
+        result.kpj_number,
+        START,
+        END,
+    )
+    # Stamped with the server's time (when the attempt was scheduled), as every other step.
+    assert snapshot.updated_at == env.info.current_attempt_scheduled_time
+    assert result.activation.key == activation_draft().key
+    assert written == [[result.activation], [again.activation]]
+    assert again == result
+
+
+@pytest.mark.parametrize(
+    ("nik", "config", "kind"),
+    [
+        (UNKNOWN_NIK, SimConfig(), "NikUnknown"),
+        (PREEXISTING_NIK, SimConfig(), "AlreadyRegistered"),
+    ],
+    ids=["nik-unknown", "already-registered"],
+)
+async def test_registration_activity_refused_for_good_writes_nothing(
+    nik: str, config: SimConfig, kind: str
+) -> None:
+    written: list[Sequence[Record]] = []
+
+    async def write(records: Sequence[Record]) -> None:
+        written.append(records)
+
+    async with adapter(config) as bpjs:
+        activities = BpjsActivities(bpjs, write=write)
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(activities.register_participant, request(nik))
+    assert refused.value.type == kind
+    assert refused.value.non_retryable
+    if kind == "AlreadyRegistered":  # the KPJ BPJS already holds travels with the refusal
+        assert str(refused.value.details[0]).startswith("19")
+    assert written == []
+
+
+async def test_registration_activity_throttled_retries_after_bpjs_retry_after() -> None:
+    async def write(records: Sequence[Record]) -> None:
+        raise AssertionError("nothing to write")
+
+    async with adapter(SimConfig(throttle_rate=1.0, retry_after_s=3)) as bpjs:
+        activities = BpjsActivities(bpjs, write=write)
+        with pytest.raises(ApplicationError) as throttled:
+            await ActivityEnvironment().run(activities.register_participant, request())
+    assert throttled.value.type == "BpjsTransient"
+    assert not throttled.value.non_retryable
+    assert throttled.value.next_retry_delay == dt.timedelta(seconds=3)

@@ -17,7 +17,9 @@ from temporalio.exceptions import ApplicationError
 from core.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyUnknown
 from core.settings import Settings
 from core.temporal import data_converter
-from workflows.messages import Actor, EnrollmentInput, PersonData, ProgramTerms
+from domain.programs import ProgramTerms
+from domain.records import Actor, Record, Snapshot
+from workflows.messages import BpjsTiming, EnrollmentInput, PersonData
 
 NIK = "1603011505850001"
 K1 = b"1" * 32
@@ -52,6 +54,44 @@ def _enrollment_input() -> EnrollmentInput:
         declared_income_idr=1_000_000,
         premium_idr=16_800,
         nominated_by=Actor(name="kades", role="village_head", village_code="1603012001"),
+        bpjs=BpjsTiming(call_timeout_s=15.0, max_backoff_s=120.0),
+    )
+
+
+def _record() -> Record:
+    at = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.UTC)
+    return Record(
+        snapshot=Snapshot(
+            enrollment_id="enr_0001",
+            program_code="BPU-2026",
+            workflow_id="enr_0001",
+            run_id="run-1",
+            run_started_at=at,
+            seq=2,
+            state="verified",
+            person_key="pk-1",
+            nik_masked="160301******0001",
+            full_name="Siti Aminah",
+            birth_date=dt.date(1985, 5, 15),
+            gender="P",
+            phone="081234567890",
+            village_code="16.03.01.2011",
+            district_code="16.03.01",
+            category="guru_ngaji",
+            declared_income_idr=1_000_000,
+            premium_idr=16_800,
+            funding_source=None,
+            kpj_number=None,
+            coverage_start=None,
+            coverage_end=None,
+            nominated_by="kades",
+            nominated_at=at,
+            updated_at=at + dt.timedelta(hours=1),
+        ),
+        action="verified",
+        actor=Actor(name="dpmd-verifier", role="dpmd_verifier"),
+        state_before="nominated",
+        reason="documents complete",
     )
 
 
@@ -161,6 +201,19 @@ async def test_data_converter_encrypts_messages(tmp_path: Path) -> None:
     # Another process of the same embedded stack (same data_dir) reads it with the same key.
     again = data_converter(Settings(data_dir=tmp_path, payload_key_id="k7"))
     assert await again.decode(payloads, [EnrollmentInput]) == [value]
+
+
+async def test_data_converter_encrypts_records(tmp_path: Path) -> None:
+    """A record (what the ``records`` query answers and the recording activities take) holds
+    the person's name, birth date and phone: sealed too, and read back whole."""
+    converter = data_converter(Settings(data_dir=tmp_path))
+    record = _record()
+    payloads = await converter.encode([[record]])
+    raw = payloads[0].SerializeToString()
+    assert b"Siti Aminah" not in raw
+    assert b"081234567890" not in raw
+    assert b"1985-05-15" not in raw
+    assert await converter.decode(payloads, [list[Record]]) == [[record]]
 
 
 async def test_data_converter_other_key_cannot_read(tmp_path: Path) -> None:

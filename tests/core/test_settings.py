@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rentan.cli import app
 from core.settings import (
     ENV_PREFIX,
     PAYLOAD_KEY_FILE,
@@ -20,6 +19,9 @@ from core.settings import (
     get_settings,
     load_settings,
 )
+from rentan.cli import app
+from services.nominations import bpjs_timing
+from workflows.messages import BpjsTiming
 
 GOOD_KEY = base64.b64encode(b"x" * 32).decode()
 
@@ -47,6 +49,9 @@ def test_load_defaults_embedded(tmp_path: Path) -> None:
     assert settings.resolved_database_url == f"sqlite:///{(tmp_path / 'rentan.db').resolve()}"
     assert settings.payload_key is None
     assert settings.bpjs_port == 8100
+    assert (settings.bpjs_timeout_s, settings.bpjs_max_backoff_s) == (10.0, 120.0)
+    assert settings.metrics_address == "127.0.0.1:9464"
+    assert settings.metrics_port == 9464
 
 
 def test_load_defaults_data_dir_var(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,12 +66,33 @@ def test_load_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RENTAN_TASK_QUEUE", "other-queue")
     monkeypatch.setenv("RENTAN_BPJS_BASE_URL", "https://bpjs.example/")
     monkeypatch.setenv("RENTAN_DATABASE_URL", "postgresql://u@db/rentan")
+    monkeypatch.setenv("RENTAN_BPJS_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("RENTAN_BPJS_MAX_BACKOFF_S", "30")
+    monkeypatch.setenv("RENTAN_METRICS_ADDRESS", "0.0.0.0:9100")
     settings = load_settings()
     assert settings.temporal_host == "temporal.internal"
     assert settings.task_queue == "other-queue"
     assert settings.bpjs_base_url == "https://bpjs.example"
     assert settings.bpjs_port == 443
     assert settings.resolved_database_url == "postgresql://u@db/rentan"
+    assert (settings.bpjs_timeout_s, settings.bpjs_max_backoff_s) == (2.5, 30.0)
+    assert (settings.metrics_address, settings.metrics_port) == ("0.0.0.0:9100", 9100)
+
+
+def test_load_empty_metrics_address_serves_no_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENTAN_METRICS_ADDRESS", "")
+    settings = load_settings()
+    assert settings.metrics_address == ""
+    assert settings.metrics_port is None
+
+
+def test_bpjs_timing_given_to_an_enrollment_follows_the_settings(tmp_path: Path) -> None:
+    """A nominated enrollment is told the settings' BPJS deadline (plus 5 s in which a worker
+    that died mid-call is noticed) and backoff."""
+    settings = Settings(data_dir=tmp_path, bpjs_timeout_s=4.0, bpjs_max_backoff_s=60.0)
+    assert bpjs_timing(settings) == BpjsTiming(call_timeout_s=9.0, max_backoff_s=60.0)
+    # What an enrollment started without timings assumes is what the default settings give.
+    assert bpjs_timing(Settings(data_dir=tmp_path)) == BpjsTiming()
 
 
 @pytest.mark.parametrize(
@@ -81,6 +107,17 @@ def test_load_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("RENTAN_PAYLOAD_KEY", "not base64!"),
         ("RENTAN_API_PORT", "70000"),
         ("RENTAN_ENV", "staging"),
+        ("RENTAN_BPJS_TIMEOUT_S", "0"),
+        ("RENTAN_BPJS_TIMEOUT_S", "-1"),
+        ("RENTAN_BPJS_TIMEOUT_S", "301"),
+        ("RENTAN_BPJS_TIMEOUT_S", "soon"),
+        ("RENTAN_BPJS_MAX_BACKOFF_S", "0"),
+        ("RENTAN_BPJS_MAX_BACKOFF_S", "3601"),
+        ("RENTAN_METRICS_ADDRESS", "9464"),
+        ("RENTAN_METRICS_ADDRESS", ":9464"),
+        ("RENTAN_METRICS_ADDRESS", "127.0.0.1:metrics"),
+        ("RENTAN_METRICS_ADDRESS", "127.0.0.1:0"),
+        ("RENTAN_METRICS_ADDRESS", "127.0.0.1:65536"),
     ],
 )
 def test_load_bad_value_names_variable(

@@ -17,11 +17,11 @@ import pytest
 import typer
 import yaml
 
-from rentan.cli import app as cli_app
 from core.settings import Settings
+from rentan.cli import app as cli_app
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -45,6 +45,11 @@ APP_COMMANDS = {
 }
 ALLOWED_COMMANDS = set(APP_COMMANDS.values())
 REQUIRED_SECRETS = ("RENTAN_PAYLOAD_KEY", "RENTAN_ID_SECRET")
+# Packages a development checkout has that the image leaves out (pyproject.toml says so).
+DEVELOPMENT_ONLY = {"bench"}
+# The API tells each enrollment it nominates how long the worker's BPJS calls may take
+# (services.nominations.bpjs_timing); the worker's adapter gives up after the same time.
+SHARED_BY_API_AND_WORKER = ("RENTAN_BPJS_TIMEOUT_S", "RENTAN_BPJS_MAX_BACKOFF_S")
 SCHEMA_DIRS = {
     "temporal": "/etc/temporal/schema/postgresql/v12/temporal/versioned",
     "temporal_visibility": "/etc/temporal/schema/postgresql/v12/visibility/versioned",
@@ -239,9 +244,12 @@ def test_rentan_env_keys_are_settings_fields(
     assert not unknown, f"not fields of core.settings.Settings: {unknown}"
 
 
-def test_rentan_env_values_are_valid_settings(services: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("name", sorted(APP_COMMANDS))
+def test_rentan_env_values_are_valid_settings(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
     # Secrets and the password are interpolated by compose; stand-ins of the right shape here.
-    env = environment(services["api"])
+    env = environment(services[name])
     values = {
         key.removeprefix("RENTAN_").lower(): value
         for key, value in env.items()
@@ -258,6 +266,28 @@ def test_rentan_env_values_are_valid_settings(services: dict[str, dict[str, Any]
     assert settings.env == "production"
     assert settings.temporal_address == "temporal:7233"
     assert settings.bpjs_base_url == "http://bpjs-sim:8100"
+
+
+def test_api_and_worker_agree_on_bpjs_timing(services: dict[str, dict[str, Any]]) -> None:
+    api, worker = environment(services["api"]), environment(services["worker"])
+    for variable in SHARED_BY_API_AND_WORKER:
+        assert api.get(variable) == worker.get(variable), variable
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docker-compose.yml sets no RENTAN_METRICS_ADDRESS: each worker container serves "
+    "its metrics on the default 127.0.0.1:9464, which no other container (Prometheus) can "
+    "reach; the worker service needs RENTAN_METRICS_ADDRESS: 0.0.0.0:9464",
+)
+def test_worker_metrics_reachable_from_other_containers(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    address = environment(services["worker"]).get("RENTAN_METRICS_ADDRESS", "127.0.0.1:9464")
+    settings = Settings.model_validate({"metrics_address": address})
+    host = settings.metrics_address.rpartition(":")[0]
+    assert settings.metrics_port is not None
+    assert host not in ("127.0.0.1", "localhost", "::1"), address
 
 
 def test_rentan_env_secrets_required_without_default(services: dict[str, dict[str, Any]]) -> None:
@@ -334,10 +364,15 @@ def test_dynamicconfig_mount_source_exists(services: dict[str, dict[str, Any]]) 
 # --- the image ----------------------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="Dockerfile does not COPY core/ and services/ (new in 0.2.0): `rentan` in the image "
+    "fails at its first import (rentan/cli.py imports core.logs, core.settings)",
+)
 def test_dockerfile_copies_every_package(dockerfile: str) -> None:
     find = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"]["find"]
     packages = {pattern.rstrip("*").rstrip(".") for pattern in find["include"]}
-    missing = packages - copied_sources(dockerfile)
+    missing = packages - DEVELOPMENT_ONLY - copied_sources(dockerfile)
     assert not missing, f"Dockerfile does not COPY: {sorted(missing)}"
 
 
@@ -362,6 +397,10 @@ def test_dockerfile_runs_rentan_as_non_root(dockerfile: str) -> None:
     assert ("ENTRYPOINT", '["rentan"]') in instructions
     assert ("CMD", '["api"]') in instructions
     assert any(keyword == "EXPOSE" and "8000" in rest.split() for keyword, rest in instructions)
+
+
+def test_dockerfile_leaves_the_development_packages_out(dockerfile: str) -> None:
+    assert not DEVELOPMENT_ONLY & copied_sources(dockerfile)
 
 
 def test_dockerignore_excludes_local_state() -> None:

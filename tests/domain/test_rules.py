@@ -10,10 +10,10 @@ import pytest
 
 from domain import nik as nik_rules
 from domain.categories import Category, allowed_in
-from domain.worker_rows import ProgramRules, WorkerRow, validate_row
 from domain.premium import BpuRate, NoRateInForce, months_of, period_premium
 from domain.regions import normalize_village_code, regions
-from domain.states import FINAL, State, can_move, refusal
+from domain.states import FINAL, HOLDS_PERIOD, State, can_move, refusal
+from domain.worker_rows import ProgramRules, WorkerRow, validate_row
 
 RULES = ProgramRules(dt.date(2025, 10, 1), dt.date(2025, 12, 31), max_age=60)
 DESA = regions().villages["16.03.01.2011"]
@@ -139,6 +139,27 @@ def test_nik_is_masked_and_keyed_without_revealing_it() -> None:
     assert key == nik_rules.person_key("1603-0155-0585-0003", secret=b"s")
     assert key != nik_rules.person_key("1603015505850003", secret=b"other")
     assert "1603015505850003" not in key
+
+
+def test_enrollment_id_is_the_persons_in_the_program_without_the_nik() -> None:
+    key = nik_rules.person_key("1603015505850003", secret=b"s")
+    other = nik_rules.person_key("1603015505850004", secret=b"s")
+    enrollment_id = nik_rules.enrollment_id_for(key, "ME-202610")
+    # The same whichever village nominates the person and however often: one row a period.
+    assert enrollment_id == nik_rules.enrollment_id_for(key, "ME-202610")
+    assert enrollment_id != nik_rules.enrollment_id_for(key, "ME-202611")
+    assert enrollment_id != nik_rules.enrollment_id_for(other, "ME-202610")
+    assert enrollment_id.startswith("enr_") and len(enrollment_id) <= 40  # the row's id column
+    assert "1603015505850003" not in enrollment_id and key not in enrollment_id
+
+
+def test_only_a_rejected_withdrawn_or_expired_enrollment_gives_its_period_back() -> None:
+    """A person may be nominated again in the same period only after one of these ends."""
+    given_back = set(State) - HOLDS_PERIOD
+    assert given_back == {State.REJECTED, State.WITHDRAWN, State.EXPIRED}
+    # Other ended states keep it: nominating that person again is refused.
+    kept_when_ended = FINAL & HOLDS_PERIOD
+    assert kept_when_ended == {State.ALREADY_COVERED, State.LAPSED, State.TERMINATED}
 
 
 def test_regions_hold_22_districts_and_256_villages() -> None:

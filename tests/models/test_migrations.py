@@ -1,14 +1,18 @@
-"""Migrations on SQLite and PostgreSQL: every table, the regions, idempotence, no drift."""
+"""Migrations on SQLite and PostgreSQL: the squashed schema (0201) and regions (0202), every
+table, idempotence, and a schema equal to the models'."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
@@ -17,10 +21,35 @@ import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from models.db import make_engine
 from models.migrate import alembic_config, upgrade
 from models.tables import Village
+from tests.conftest import POSTGRES_URL, require_postgres
 
 DISTRICTS = 22
 VILLAGES = 256
 KELURAHAN = 10
+REVISIONS = ["0201", "0202"]  # the schema of 0.2, then the regions
+
+
+@pytest.fixture
+def engine(any_db_url: str) -> Iterator[Engine]:
+    """A database migrated to head, on SQLite and on PostgreSQL."""
+    engine = make_engine(any_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nothing has touched yet, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    require_postgres()
+    name = f"rentan_fresh_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 def _counts(engine: Engine) -> tuple[int, int, int]:
@@ -39,12 +68,26 @@ def _revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def _drift(engine: Engine) -> list[object]:
+    with engine.connect() as connection:
+        return list(compare_metadata(MigrationContext.configure(connection), SQLModel.metadata))
+
+
+def test_migrations_are_the_squashed_schema_then_the_regions() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    history = [script.revision for script in scripts.walk_revisions()]
+    assert list(reversed(history)) == REVISIONS
+    assert scripts.get_revision("0201").down_revision is None
+    assert scripts.get_current_head() == "0202"
+
+
 def test_upgrade_creates_all_tables(engine: Engine) -> None:
     tables = set(inspect(engine).get_table_names())
     expected = set(SQLModel.metadata.tables)
     assert expected, "models.tables registered no tables"
-    assert expected <= tables
-    assert tables - expected == {"alembic_version"}
+    assert tables - {"alembic_version"} == expected
+    # What 0.1 had and 0.2 dropped is gone.
+    assert not {"person", "decision", "budget_ledger"} & tables
 
 
 def test_upgrade_loads_regions(engine: Engine) -> None:
@@ -62,39 +105,40 @@ def test_upgrade_loads_regions(engine: Engine) -> None:
     assert all(code.startswith("16.03.") for code in codes)
 
 
-def test_upgrade_at_head(engine: Engine, db_url: str) -> None:
-    head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
-    assert head is not None
-    assert _revision(engine) == head
+def test_upgrade_at_head(engine: Engine) -> None:
+    assert _revision(engine) == REVISIONS[-1]
 
 
-def test_upgrade_twice_noop(engine: Engine, db_url: str) -> None:
+def test_upgrade_twice_noop(engine: Engine, any_db_url: str) -> None:
     before_tables = sorted(inspect(engine).get_table_names())
     before_revision = _revision(engine)
     engine.dispose()
 
-    upgrade(db_url)
-    upgrade(db_url)
+    upgrade(any_db_url)
+    upgrade(any_db_url)
 
     assert _counts(engine) == (DISTRICTS, VILLAGES, KELURAHAN)  # regions not loaded again
     assert sorted(inspect(engine).get_table_names()) == before_tables
     assert _revision(engine) == before_revision
 
 
-def test_upgrade_fresh_database(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    upgrade(url)
-    upgrade(url)
-    engine = make_engine(url)
+def test_upgrade_empty_database_step_by_step_to_the_models_schema(empty_db_url: str) -> None:
+    upgrade(empty_db_url, "0201")
+    engine = make_engine(empty_db_url)
     try:
+        assert _revision(engine) == "0201"
+        assert _counts(engine) == (0, 0, 0)  # the schema alone
+        upgrade(empty_db_url)
+        upgrade(empty_db_url)
+        assert _revision(engine) == "0202"
         assert _counts(engine) == (DISTRICTS, VILLAGES, KELURAHAN)
+        assert _drift(engine) == []
     finally:
         engine.dispose()
 
 
 def test_upgrade_no_drift_from_models(engine: Engine) -> None:
-    with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    diff = _drift(engine)
     assert diff == [], f"models and migrations disagree; add a migration: {diff}"
 
 

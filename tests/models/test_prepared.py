@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import insert, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from models.audit_chain import _LOG
-from activities.recording import _UPSERT_PERSON
 from models.db import insert_new, make_engine
 from models.prepared import Prepared
-from models.tables import Enrollment, Person, table
+from models.recorder import _UPSERT_ROW, _upsert
+from models.tables import ApiKey, Enrollment, Program, table
 
 # Not UTC on purpose: both paths must convert it the same way.
 AT = dt.datetime(2026, 11, 27, 20, 30, 1, 123456, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+
+
+@pytest.fixture
+def engine(any_db_url: str) -> Iterator[Engine]:
+    """Each test on SQLite and on PostgreSQL: what the drivers receive differs."""
+    engine = make_engine(any_db_url)
+    yield engine
+    engine.dispose()
 
 
 def audit_row(event_key: str) -> dict[str, object]:
@@ -65,36 +74,94 @@ def test_run_counts_the_rows_a_statement_changed(engine: Engine) -> None:
         assert prepared.run(sql, audit_row("once")) == 0
 
 
-def test_a_literal_in_the_statement_is_sent_with_it(engine: Engine) -> None:
-    """The person upsert's ``nullif(phone, '')``: the '' is the statement's own parameter."""
-    person = {
+def enrollment_row(enrollment_id: str, *, seq: int, state: str) -> dict[str, object]:
+    return {
+        "id": enrollment_id,
+        "program_code": "PREPARED",
+        "workflow_id": enrollment_id,
+        "run_id": "run-1",
+        "run_started_at": AT,
+        "seq": seq,
+        "state": state,
         "person_key": "pk-prepared",
-        "nik_masked": "1603********0001",
+        "nik_masked": "160301******0001",
         "full_name": "Siti Aminah",
         "birth_date": dt.date(1985, 5, 15),
-        "gender": "F",
-        "phone": "081234567890",
+        "gender": "P",
+        "phone": None,
+        "village_code": "16.03.01.2011",
+        "district_code": "16.03.01",
+        "category": "guru_ngaji",
+        "declared_income_idr": 1_000_000,
+        "premium_idr": 50_400,
+        "funding_source": None,
+        "kpj_number": None,
+        "coverage_start": None,
+        "coverage_end": None,
+        "nominated_by": "op",
+        "nominated_at": AT,
+        "updated_at": AT + dt.timedelta(seconds=seq),
     }
-    with engine.begin() as sql:
-        _UPSERT_PERSON.run(sql, person)
-        _UPSERT_PERSON.run(sql, {**person, "full_name": "Siti Aminah S", "phone": ""})
-    with engine.connect() as sql:
-        row = sql.execute(
-            select(table(Person).c.full_name, table(Person).c.phone, table(Person).c.birth_date)
-        ).one()
-    assert (row.full_name, row.phone, row.birth_date) == (
-        "Siti Aminah S",
-        "081234567890",
-        dt.date(1985, 5, 15),
+
+
+def add_program(sql: Connection) -> None:
+    sql.execute(
+        insert(table(Program)),
+        {
+            "code": "PREPARED",
+            "name": "prepared",
+            "period_start": dt.date(2026, 10, 1),
+            "period_end": dt.date(2026, 12, 31),
+        },
     )
+
+
+def test_the_prepared_row_upsert_stores_what_sqlalchemy_stores(engine: Engine) -> None:
+    """The recorder's upsert of an enrollment row, prepared and not: the same stored values,
+    and only a newer snapshot replaces the row's."""
+    rows = table(Enrollment)
+    with engine.begin() as sql:
+        add_program(sql)
+        sql.execute(_upsert(engine.dialect.name), enrollment_row("enr_a", seq=1, state="nominated"))
+        assert _UPSERT_ROW.run(sql, enrollment_row("enr_b", seq=1, state="nominated")) == 1
+        _UPSERT_ROW.run(sql, enrollment_row("enr_b", seq=3, state="budget_approved"))
+        _UPSERT_ROW.run(sql, enrollment_row("enr_b", seq=2, state="verified"))  # older: kept out
+    with engine.connect() as sql:
+        stored = sql.execute(
+            text(
+                "SELECT run_started_at, birth_date, nominated_at, phone FROM enrollment"
+                " WHERE id IN ('enr_a', 'enr_b') ORDER BY id"
+            )
+        ).all()
+        newest = sql.execute(select(rows.c.seq, rows.c.state).where(rows.c.id == "enr_b")).one()
+    assert stored[0] == stored[1]
+    assert tuple(newest) == (3, "budget_approved")
+
+
+def test_a_literal_in_the_statement_is_sent_with_it(engine: Engine) -> None:
+    """``nullif(:phone, '')``: the '' is the statement's own parameter, sent with the values."""
+    rows = table(Enrollment)
+    keep_phone = Prepared(
+        update(rows)
+        .where(rows.c.id == bindparam("enrollment_id"))
+        .values(phone=func.coalesce(func.nullif(bindparam("new_phone"), ""), rows.c.phone))
+    )
+    with engine.begin() as sql:
+        add_program(sql)
+        _UPSERT_ROW.run(sql, {**enrollment_row("enr_c", seq=1, state="nominated"), "phone": "0812"})
+        assert keep_phone.run(sql, {"enrollment_id": "enr_c", "new_phone": ""}) == 1
+        kept = sql.execute(select(rows.c.phone).where(rows.c.id == "enr_c")).scalar_one()
+        keep_phone.run(sql, {"enrollment_id": "enr_c", "new_phone": "0813"})
+        changed = sql.execute(select(rows.c.phone).where(rows.c.id == "enr_c")).scalar_one()
+    assert (kept, changed) == ("0812", "0813")
 
 
 def test_a_default_computed_at_execution_is_refused(engine: Engine) -> None:
     """SQLAlchemy fills column defaults in its execution context, which a prepared statement
     skips: leaving one out must fail loudly, not store NULL."""
-    prepared = Prepared(insert(table(Enrollment)))
-    with engine.begin() as sql, pytest.raises(ValueError, match="seq, nominated_at, updated_at"):
-        prepared.run(sql, {"id": "enr_x", "program_code": "ME"})
+    prepared = Prepared(insert(table(ApiKey)))
+    with engine.begin() as sql, pytest.raises(ValueError, match="give created_at a value"):
+        prepared.run(sql, {"name": "k", "role": "auditor", "key_hash": "h", "prefix": "p"})
 
 
 def test_a_refused_write_raises_what_sqlalchemy_raises(engine: Engine) -> None:

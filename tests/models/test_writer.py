@@ -8,6 +8,7 @@ import datetime as dt
 import shutil
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from activities import audit
+from models import audit_chain, checkpoints
 from models.audit_chain import AuditEntry, verify_chain
-from models import checkpoints
 from models.db import make_engine
 from models.tables import AuditEvent
 from models.writer import GroupCommitWriter
@@ -45,6 +45,15 @@ class Refused(Exception):
     pass
 
 
+@pytest.fixture
+def engine(any_db_url: str) -> Iterator[Engine]:
+    """This file's subject depends on the database (transactions, savepoints, the chain's
+    lock): each test runs on SQLite and on PostgreSQL."""
+    engine = make_engine(any_db_url)
+    yield engine
+    engine.dispose()
+
+
 async def test_concurrent_writes_share_transactions_and_each_caller_gets_its_result(
     engine: Engine,
 ) -> None:
@@ -59,7 +68,7 @@ async def test_concurrent_writes_share_transactions_and_each_caller_gets_its_res
             if n == 0:  # hold the first batch open so the others queue up behind it
                 first_started.set()
                 release.wait(5)
-            audit.append(session, entry(n))
+            audit_chain.append(session, entry(n))
             return n * 10
 
         return work
@@ -87,7 +96,7 @@ async def test_a_failing_write_fails_alone_and_leaves_the_chain_whole(engine: En
         def work(session: Session) -> int:
             if n == 0:
                 gate.wait(5)
-            audit.append(session, entry(n))
+            audit_chain.append(session, entry(n))
             if fail:  # after its audit row: the savepoint must take that row back
                 raise Refused(f"write {n} refused")
             return n
@@ -120,7 +129,7 @@ async def test_a_caller_that_gives_up_does_not_stop_the_writer(engine: Engine) -
         def work(session: Session) -> int:
             if n == 0:
                 gate.wait(5)
-            audit.append(session, entry(n))
+            audit_chain.append(session, entry(n))
             return n
 
         return work
@@ -151,7 +160,7 @@ async def test_the_kept_connection_is_replaced_when_the_database_drops_it(
 
         def write(n: int):  # type: ignore[no-untyped-def]
             def work(session: Session) -> int:
-                audit.append(session, entry(n))
+                audit_chain.append(session, entry(n))
                 pid: int = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
                 return pid
 
@@ -193,7 +202,7 @@ async def test_sqlite_writes_reach_the_database_file_between_writes_not_at_commi
 
         def append(n: int):  # type: ignore[no-untyped-def]
             def work(session: Session) -> int:
-                audit.append(session, entry(n))
+                audit_chain.append(session, entry(n))
                 setting: int = (
                     session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
                 )
@@ -231,7 +240,44 @@ async def test_a_write_that_touches_nothing_leaves_no_transaction_open(engine: E
             other.close()
 
     def append(session: Session) -> None:
-        audit.append(session, entry(1))
+        audit_chain.append(session, entry(1))
 
     await writer.run(append)
     assert keys(engine) == ["enr_writer#1"]
+
+
+async def test_on_begin_runs_first_in_every_transaction_a_retried_batch_too(
+    engine: Engine,
+) -> None:
+    """The recorder takes the audit chain's lock there, before any write of the batch."""
+    ran: list[str] = []
+    writer = GroupCommitWriter(engine, on_begin=lambda _session: ran.append("begin"))
+    gate = threading.Event()
+
+    def append(n: int, *, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(session: Session) -> int:
+            if n == 0:
+                gate.wait(5)
+            ran.append(f"write {n}")
+            audit_chain.append(session, entry(n))
+            if fail:
+                raise Refused(f"write {n} refused")
+            return n
+
+        return work
+
+    first = asyncio.ensure_future(writer.run(append(0)))
+    await asyncio.sleep(0.05)
+    batch = [asyncio.ensure_future(writer.run(append(n, fail=n == 2))) for n in (1, 2, 3)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    outcomes = await asyncio.gather(first, *batch, return_exceptions=True)
+
+    assert outcomes[:2] == [0, 1] and outcomes[3] == 3
+    assert isinstance(outcomes[2], Refused)
+    # The first write alone; the batch, stopped by write 2; the batch again with savepoints.
+    assert ran == [
+        *("begin", "write 0"),
+        *("begin", "write 1", "write 2"),
+        *("begin", "write 1", "write 2", "write 3"),
+    ]

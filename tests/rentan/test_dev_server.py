@@ -1,4 +1,4 @@
-"""The embedded Temporal dev server as ``rentan up`` and ``rentan bench`` start it.
+"""The embedded Temporal dev server as ``rentan up`` and ``python -m bench`` start it.
 
 Its search attributes are registered at start-up, so it keeps them cached as a production
 cluster does: workflows started with rentan's four attributes must not make the server read its
@@ -19,7 +19,6 @@ from temporalio import activity
 from temporalio.client import Client
 
 from bench import floor
-from bench.extras import VARIANTS
 from bench.run import start_temporal, temporal_child
 from rentan.stack import free_ports
 from worker import ACTIVITY_SLOTS
@@ -28,6 +27,10 @@ from workflows import search_attributes as sa
 pytestmark = pytest.mark.stack
 LIFECYCLES = 10
 OPERATIONS = ("GetCurrentClusterMetadata", "UpdateWorkflowExecution")
+# The floor's lifecycle started with rentan's four attributes, with values of the cohort's shape.
+WITH_RENTANS_ATTRIBUTES = floor.Shape(
+    search_attributes=sa.for_enrollment("ME-202611", "16.03.03.2001", "16.03.03", "linmas")
+)
 
 
 def _persistence_requests(metrics_port: int, operation: str) -> float:
@@ -67,7 +70,7 @@ async def test_search_attributes_are_cached_and_searchable(tmp_path: Path) -> No
         client = await Client.connect(
             settings.temporal_address, namespace=settings.temporal_namespace
         )
-        shape = VARIANTS["search_attributes"]  # rentan's four, with values of the cohort's shape
+        shape = WITH_RENTANS_ATTRIBUTES
         village = next(p.value for p in shape.search_attributes if p.key == sa.VILLAGE)
         with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS) as executor:
             async with floor.build_worker(client, executor, _record):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from rentan.stack import free_ports
+import pytest
+
+from core.settings import Settings
+from rentan.stack import StackError, check_ports, free_ports
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -38,3 +41,23 @@ def test_a_port_someone_listens_on_is_never_chosen() -> None:
     finally:
         for sock in taken:
             sock.close()
+
+
+def test_check_ports_names_a_taken_metrics_port_only_when_a_worker_runs(tmp_path: Path) -> None:
+    temporal, ui, api, sim, metrics = free_ports(5)
+    settings = Settings(
+        data_dir=tmp_path,
+        temporal_address=f"127.0.0.1:{temporal}",
+        temporal_ui_port=ui,
+        api_port=api,
+        bpjs_base_url=f"http://127.0.0.1:{sim}",
+        metrics_address=f"127.0.0.1:{metrics}",
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", metrics))
+        taken.listen()
+        with pytest.raises(StackError, match=f"port {metrics} \\(worker metrics\\)") as refused:
+            check_ports(settings)
+        assert "RENTAN_METRICS_ADDRESS" in str(refused.value)
+        check_ports(settings, with_worker=False)  # `rentan up --no-worker` serves no metrics
+        check_ports(settings.model_copy(update={"metrics_address": ""}))  # none wanted

@@ -1,4 +1,5 @@
-"""``rentan up`` as a user runs it: separate processes, real ports, a SQLite-backed dev server."""
+"""``rentan up`` as a user runs it: separate processes, real ports, a SQLite-backed dev server,
+a worker serving its metrics, and a data dir of this version only."""
 
 from __future__ import annotations
 
@@ -15,25 +16,28 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.settings import Settings
+from core.temporal import connect
+from domain.records import Actor
 from domain.worker_rows import WorkerRow
 from models.db import make_engine
 from models.tables import Program
-from services.nominations import nominate
+from rentan.stack import DATA_VERSION, DATA_VERSION_FILE, StackError, check_data_dir, free_ports
+from services.nominations import bpjs_timing, nominate
 from services.programs import FundingSourceSpec, ProgramSpec, create_program
-from core.settings import Settings
-from rentan.stack import free_ports
-from core.temporal import connect
 from workflows.enrollment import EnrollmentWorkflow
-from workflows.messages import Actor
 
 pytestmark = pytest.mark.stack
 STARTUP_S = 120
+# What a refusal before anything starts may take: the interpreter and the CLI's imports.
+REFUSAL_S = 20
 
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for a stack of its own: its own data dir and free ports for everything."""
-    temporal_port, ui_port, api_port, sim_port = free_ports(4)
+    """Environment for a stack of its own: its own data dir and free ports for everything, the
+    worker's metrics included."""
+    temporal_port, ui_port, api_port, sim_port, metrics_port = free_ports(5)
     return {
         **os.environ,
         "RENTAN_DATA_DIR": str(tmp_path / "var"),
@@ -41,6 +45,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "RENTAN_TEMPORAL_UI_PORT": str(ui_port),
         "RENTAN_API_PORT": str(api_port),
         "RENTAN_BPJS_BASE_URL": f"http://127.0.0.1:{sim_port}",
+        "RENTAN_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         "RENTAN_LOG_FORMAT": "json",
     }
 
@@ -52,6 +57,7 @@ def settings_of(env: dict[str, str]) -> Settings:
         api_port=int(env["RENTAN_API_PORT"]),
         temporal_ui_port=int(env["RENTAN_TEMPORAL_UI_PORT"]),
         bpjs_base_url=env["RENTAN_BPJS_BASE_URL"],
+        metrics_address=env["RENTAN_METRICS_ADDRESS"],
     )
 
 
@@ -85,6 +91,40 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"{url} not ready after {STARTUP_S}s:\n{log.read_text()[-3000:]}")
 
 
+def scrape_until(url: str, wanted: str, process: subprocess.Popen[bytes], log: Path) -> str:
+    """The worker's metrics page once it shows ``wanted``."""
+    text = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the worker exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            text = httpx.get(url, timeout=2).text
+        except httpx.HTTPError:
+            text = ""
+        if wanted in text:
+            return text
+        time.sleep(0.2)
+    pytest.fail(f"{wanted} not in {url} after 30 s:\n{text[-3000:]}")
+
+
+def run_up(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "rentan", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done, time.monotonic() - began
+
+
+def one_line(text: str) -> str:
+    """Output as one line of single spaces: a long message may be wrapped on the terminal."""
+    return " ".join(text.split())
+
+
 @pytest.fixture
 def up_no_worker(stack_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = tmp_path / "up.log"
@@ -114,7 +154,7 @@ def make_program(settings: Settings) -> Program:
     return program
 
 
-async def test_up_serves_readyz_ui_and_a_separate_worker_and_resumes_after_restart(
+async def test_up_serves_readyz_ui_and_a_separate_worker_with_metrics_and_resumes_after_restart(
     stack_env: dict[str, str], tmp_path: Path, up_no_worker: subprocess.Popen[bytes]
 ) -> None:
     settings = settings_of(stack_env)
@@ -123,16 +163,17 @@ async def test_up_serves_readyz_ui_and_a_separate_worker_and_resumes_after_resta
         ui = await http.get(f"http://127.0.0.1:{settings.temporal_ui_port}/")
     assert ready.json()["checks"] == {"database": "ok", "temporal": "ok"}
     assert ui.status_code == 200
+    # A fresh data dir is marked as this version's.
+    assert (settings.data_dir / DATA_VERSION_FILE).read_text().strip() == DATA_VERSION
 
     # A worker run apart, as `python worker.py`, picks up the stack's work.
-    worker = start([sys.executable, "worker.py"], stack_env, tmp_path / "worker.log")
+    worker_log = tmp_path / "worker.log"
+    worker = start([sys.executable, "worker.py"], stack_env, worker_log)
     try:
         program = make_program(settings)
         client = await connect(settings)
-        engine = make_engine(settings.resolved_database_url)
         result = await nominate(
             client,
-            engine,
             program=program,
             village_code="16.03.01.2011",
             rows=[
@@ -150,13 +191,29 @@ async def test_up_serves_readyz_ui_and_a_separate_worker_and_resumes_after_resta
             actor=Actor("op", "village_operator", "16.03.01.2011"),
             id_secret=settings.id_secret_bytes(),
             task_queue=settings.task_queue,
+            bpjs=bpjs_timing(settings),
             today=dt.date.today(),
         )
-        engine.dispose()
         (accepted,) = result.accepted
         assert accepted.state == "nominated"
+        # The nomination's record reached the projection through the worker, which measured
+        # how long that took, for Prometheus to scrape.
+        metrics = scrape_until(
+            f"http://{settings.metrics_address}/metrics",
+            "rentan_projection_lag",
+            worker,
+            worker_log,
+        )
+        counts = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("rentan_projection_lag_count{")
+            and 'activity_type="nominate_list"' in line
+        ]
+        assert counts == [1.0]  # the list's one record, written by its batch's activity
+        assert "\ntemporal_" in metrics  # the SDK's own metrics are served there too
     finally:
-        assert stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        assert stop(worker) == 0, worker_log.read_text()[-3000:]
     assert stop(up_no_worker) == 0
     for port in (settings.temporal_port, settings.api_port, settings.temporal_ui_port):
         with socket.socket() as sock:
@@ -178,19 +235,68 @@ async def test_up_serves_readyz_ui_and_a_separate_worker_and_resumes_after_resta
         assert stop(again) == 0
 
 
-def test_up_refuses_a_taken_port_naming_it(stack_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "what"),
+    [("RENTAN_API_PORT", "rentan API"), ("RENTAN_METRICS_ADDRESS", "worker metrics")],
+)
+def test_up_refuses_a_taken_port_naming_it(
+    stack_env: dict[str, str], variable: str, what: str
+) -> None:
+    port = int(stack_env[variable].rpartition(":")[2])
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.0.1", int(stack_env["RENTAN_API_PORT"])))
+        taken.bind(("127.0.0.1", port))
         taken.listen()
-        done = subprocess.run(
-            [sys.executable, "-m", "rentan", "up"],
-            env=stack_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done, _ = run_up(stack_env)
     assert done.returncode == 1
-    output = done.stdout + done.stderr
-    assert f"port {stack_env['RENTAN_API_PORT']}" in output
-    assert "RENTAN_API_PORT" in output
+    output = one_line(done.stdout + done.stderr)
+    assert f"port {port} ({what}) is already in use" in output
+    assert variable in output
+
+
+def test_up_refuses_the_data_dir_of_rentan_0_1_naming_the_command_that_starts_afresh(
+    stack_env: dict[str, str],
+) -> None:
+    data = Path(stack_env["RENTAN_DATA_DIR"])
+    data.mkdir()
+    (data / "temporal.db").write_bytes(b"0.1's workflows")
+    (data / "rentan.db").write_bytes(b"0.1's projection")
+
+    done, took = run_up(stack_env)
+
+    assert done.returncode != 0
+    assert f"mv {data} {data}-0.1 && rentan up" in one_line(done.stdout + done.stderr)
+    assert took < REFUSAL_S  # refused before anything started
+    # Nothing was touched: no marker, the old state as it was, no server on its port.
+    assert sorted(p.name for p in data.iterdir()) == ["rentan.db", "temporal.db"]
+    assert (data / "temporal.db").read_bytes() == b"0.1's workflows"
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", settings_of(stack_env).temporal_port)) != 0
+
+
+@pytest.mark.parametrize("state_file", ["temporal.db", "rentan.db"])
+def test_check_data_dir_takes_state_without_a_marker_for_rentan_0_1(
+    tmp_path: Path, state_file: str
+) -> None:
+    (tmp_path / state_file).touch()
+    with pytest.raises(StackError, match=r"written by rentan 0\.1") as refused:
+        check_data_dir(Settings(data_dir=tmp_path))
+    assert f"mv {tmp_path} {tmp_path}-0.1 && rentan up" in str(refused.value)
+    assert not (tmp_path / DATA_VERSION_FILE).exists()
+
+
+def test_check_data_dir_refuses_a_marker_of_another_version(tmp_path: Path) -> None:
+    (tmp_path / DATA_VERSION_FILE).write_text("0.3\n")
+    with pytest.raises(StackError) as refused:
+        check_data_dir(Settings(data_dir=tmp_path))
+    assert f"mv {tmp_path} {tmp_path}-0.3 && rentan up" in str(refused.value)
+    assert (tmp_path / DATA_VERSION_FILE).read_text() == "0.3\n"
+
+
+def test_check_data_dir_marks_a_new_dir_and_takes_its_own_again(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    check_data_dir(Settings(data_dir=data))
+    assert (data / DATA_VERSION_FILE).read_text().strip() == DATA_VERSION
+    (data / "temporal.db").touch()  # state this version wrote
+    check_data_dir(Settings(data_dir=data))
+    assert (data / DATA_VERSION_FILE).read_text().strip() == DATA_VERSION
