@@ -10,6 +10,7 @@ write a no-op. Everything the batch's Updates answered is written in one transac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ class BatchActivities:
             WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         ):
 
-            def call(reuse: WorkflowIDReusePolicy = reuse) -> Awaitable[StepResult]:
+            async def call(reuse: WorkflowIDReusePolicy = reuse) -> StepResult:
                 # An operation is used once: each attempt starts from a new one.
                 start = WithStartWorkflowOperation(
                     EnrollmentWorkflow.run,
@@ -168,13 +169,21 @@ class BatchActivities:
                         inp.program.code, inp.village_code, inp.district_code, inp.category
                     ),
                 )
-                return client.execute_update_with_start_workflow(
-                    EnrollmentWorkflow.nominate,
-                    step,
-                    start_workflow_operation=start,
-                    id=step.batch_id,
-                    rpc_timeout=UPDATE_RPC_TIMEOUT,
-                )
+                try:
+                    result: StepResult = await client.execute_update_with_start_workflow(
+                        EnrollmentWorkflow.nominate,
+                        step,
+                        start_workflow_operation=start,
+                        id=step.batch_id,
+                        rpc_timeout=UPDATE_RPC_TIMEOUT,
+                    )
+                except BaseException:
+                    # The start's own outcome carries the same failure: taken here, so it is
+                    # not reported as never retrieved.
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(start.workflow_handle(), 1.0)
+                    raise
+                return result
 
             try:
                 return await _send(call)
@@ -314,9 +323,7 @@ class BatchActivities:
 
     # --- sending ----------------------------------------------------------------------------
 
-    async def _step(
-        self, workflow_id: str, update: Any, step: Any, batch_id: str
-    ) -> StepResult:
+    async def _step(self, workflow_id: str, update: Any, step: Any, batch_id: str) -> StepResult:
         """One batch step to one enrollment, under the batch's id."""
         handle = activity.client().get_workflow_handle(workflow_id)
         try:

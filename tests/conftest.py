@@ -103,7 +103,7 @@ def postgres_template() -> Iterator[str]:
 
 def _admin(sql: str) -> None:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 def _with_database(url: str, database: str) -> str:

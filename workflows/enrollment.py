@@ -24,25 +24,19 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from domain.records import SYSTEM, Commitment, Record
     from domain.states import State, refusal
-    from workflows import search_attributes as sa
     from workflows import timing
     from workflows.messages import (
         END_COVERAGE,
         EXTEND_PARTICIPANT,
-        OPEN_RENEWAL,
         REGISTER_PARTICIPANT,
         BudgetApproval,
         CoverageEnd,
         EnrollmentInput,
-        EnrollmentView,
         ExtensionRequest,
         Nomination,
-        PeriodRelease,
         RegistrationRequest,
         RegistrationResult,
         Renewal,
-        RenewalConfirmation,
-        RenewalOpening,
         RenewalTerms,
         Resubmission,
         StepResult,
@@ -50,18 +44,15 @@ with workflow.unsafe.imports_passed_through():
         Verification,
         Withdrawal,
     )
-    from workflows.record_keeping import LOCAL_TIMEOUT, RecordKeeping, budget_detail
+    from workflows.record_keeping import budget_detail, refused
+    from workflows.renewal import RenewalSteps
 
 NOMINATION_GRACE = timedelta(hours=1)
 TERMINATION_REASONS = ("death", "left_office", "moved", "other")
 
 
-def refused(message: str) -> ApplicationError:
-    return ApplicationError(message, type="StepRefused")
-
-
 @workflow.defn
-class EnrollmentWorkflow(RecordKeeping):
+class EnrollmentWorkflow(RenewalSteps):
     @workflow.init
     def __init__(self, inp: EnrollmentInput) -> None:
         self.inp = inp
@@ -232,62 +223,13 @@ class EnrollmentWorkflow(RecordKeeping):
         ):
             return
         if self.state == State.ACTIVE:
-            self.next_terms = await workflow.execute_local_activity(
-                OPEN_RENEWAL,
-                RenewalOpening(
-                    successor=terms.successor,
-                    person_key=self.inp.person_key,
-                    declared_income_idr=self.inp.declared_income_idr,
-                    workflow_id=workflow.info().workflow_id,
-                ),
-                result_type=RenewalTerms,
-                start_to_close_timeout=LOCAL_TIMEOUT,
-            )
-            reason = self.next_terms.refusal or f"next period: {self.next_terms.enrollment_id}"
-            opened = [self._take(State.RENEWAL_PENDING, "renewal_window_opened", SYSTEM, reason)]
-            if self.next_terms.program is not None:
-                opened.append(self._reservation("renewal_reserved", SYSTEM))
-            await self._write(opened)
+            await self._open_renewal()
         if await self._terminated_before(timing.end_of(terms.period_end)):
             return
         # From here the period closes (renewal or lapse); no human step may interleave.
         await workflow.wait_condition(lambda: self.step_in_progress is None)
-        if self.terminated is not None:  # a termination landed just before the period ended
-            return
-        self.closing = "the period is closing"
-        nxt, funded = self.next_terms, self.next_commitment
-        if nxt and nxt.program and nxt.enrollment_id and self.renewal_confirmed and funded:
-            await self._write([self._take(State.ACTIVE, "period_completed", SYSTEM, "renewed")])
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(
-                dataclasses.replace(
-                    self.inp,
-                    enrollment_id=nxt.enrollment_id,
-                    program=nxt.program,
-                    person=self.person,
-                    premium_idr=funded.amount_idr,
-                    renewal=Renewal(self.inp.enrollment_id, self.kpj or "", funded),
-                ),
-                search_attributes=sa.for_enrollment(
-                    nxt.program.code,
-                    self.inp.village_code,
-                    self.inp.district_code,
-                    self.inp.category,
-                ),
-            )
-        missing = [
-            what
-            for what, ok in (
-                ("village confirmation", self.renewal_confirmed),
-                ("budget for the next period", funded is not None),
-                ("a successor program", nxt is not None and nxt.program is not None),
-            )
-            if not ok
-        ]
-        lapsed = self._take(
-            State.LAPSED, "lapsed", SYSTEM, f"period ended without {', '.join(missing)}"
-        )
-        await self._close_renewal([lapsed], f"lapsed without {', '.join(missing)}")
+        if self.terminated is None:  # a termination may land just before the period ends
+            await self._close_period()
 
     async def _terminated_before(self, moment: dt.datetime) -> bool:
         try:
@@ -298,18 +240,6 @@ class EnrollmentWorkflow(RecordKeeping):
         except TimeoutError:
             return False
         return True
-
-    async def _close_renewal(self, records: list[Record], reason: str) -> None:
-        """Write ``records`` with the next period given back: its reservation, claim and budget."""
-        nxt, released = self.next_terms, self.next_commitment
-        unclaim = None
-        if nxt is not None and nxt.program is not None:
-            records = [*records, self._reservation("renewal_cancelled", SYSTEM, reason, lapse=True)]
-            unclaim = PeriodRelease(
-                nxt.program.code, self.inp.person_key, workflow.info().workflow_id
-            )
-        self.next_terms = self.next_commitment = None
-        await self._write(records, release=released, unclaim=unclaim)
 
     async def _end_at_bpjs(self, step: Termination) -> None:
         """A termination is taken when DPMD reports it; BPJS is told afterwards, retried."""
@@ -452,18 +382,6 @@ class EnrollmentWorkflow(RecordKeeping):
             raise refused("a withdrawal needs a reason")
 
     @workflow.update
-    async def confirm_renewal(self, step: RenewalConfirmation) -> StepResult:
-        self.renewal_confirmed = step.confirm
-        action = "renewal_confirmed" if step.confirm else "renewal_declined"
-        return await self._answer(None, [self._note(action, step.reason, actor=step.actor)])
-
-    @confirm_renewal.validator
-    def _validate_confirm_renewal(self, step: RenewalConfirmation) -> None:
-        self._check_idle()
-        if self.state != State.RENEWAL_PENDING:
-            raise refused(f"enrollment is {self._state_name()}; renewal is not pending")
-
-    @workflow.update
     async def terminate(self, step: Termination) -> StepResult:
         """Taken at once: coverage ends on the effective date here and now; the main line tells
         BPJS afterwards (``_end_at_bpjs``)."""
@@ -521,38 +439,7 @@ class EnrollmentWorkflow(RecordKeeping):
         if not (step.full_name or step.birth_date or step.gender):
             raise refused("a resubmission needs at least one correction")
 
-    # --- Queries ----------------------------------------------------------------------------
-
-    @workflow.query
-    def view(self) -> EnrollmentView:
-        return EnrollmentView(
-            enrollment_id=self.inp.enrollment_id,
-            program=self.inp.program.code,
-            state=self._state_name(),
-            seq=self.seq,
-            kpj_number=self.kpj,
-            coverage_start=self.coverage[0] if self.coverage else None,
-            coverage_end=self.coverage[1] if self.coverage else None,
-            commitment=self.commitment,
-            next_commitment=self.next_commitment,
-            renewal_confirmed=self.renewal_confirmed,
-        )
-
-    @workflow.query
-    def records(self) -> list[Record]:
-        """Every record this run made, in seq order: what the projection must hold of it."""
-        return list(self._records)
-
     # --- step rules -------------------------------------------------------------------------
-
-    def _check_idle(self) -> None:
-        busy = self.closing or (
-            f"another step ({self.step_in_progress}) is in progress"
-            if self.step_in_progress
-            else None
-        )
-        if busy:
-            raise ApplicationError(f"{busy}; try again shortly", type="StepInProgress")
 
     def _require(self, target: State) -> None:
         if self.state is None:

@@ -14,6 +14,7 @@ import datetime as dt
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.nik import mask
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import (
         RECORD_STEPS,
         EnrollmentInput,
+        EnrollmentView,
         PeriodRelease,
         PersonData,
         RecordBatch,
@@ -30,6 +32,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 LOCAL_TIMEOUT = timedelta(seconds=30)
+
+
+def refused(message: str) -> ApplicationError:
+    return ApplicationError(message, type="StepRefused")
 
 
 class RecordKeeping:
@@ -47,6 +53,41 @@ class RecordKeeping:
     next_terms: RenewalTerms | None
     next_commitment: Commitment | None
     step_in_progress: str | None
+    closing: str | None
+    renewal_confirmed: bool
+
+    # --- Queries: the truth the projection follows ------------------------------------------
+
+    @workflow.query
+    def view(self) -> EnrollmentView:
+        return EnrollmentView(
+            enrollment_id=self.inp.enrollment_id,
+            program=self.inp.program.code,
+            state=self._state_name(),
+            seq=self.seq,
+            kpj_number=self.kpj,
+            coverage_start=self.coverage[0] if self.coverage else None,
+            coverage_end=self.coverage[1] if self.coverage else None,
+            commitment=self.commitment,
+            next_commitment=self.next_commitment,
+            renewal_confirmed=self.renewal_confirmed,
+        )
+
+    @workflow.query
+    def records(self) -> list[Record]:
+        """Every record this run made, in seq order: what the projection must hold of it."""
+        return list(self._records)
+
+    # --- making records -------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        busy = self.closing or (
+            f"another step ({self.step_in_progress}) is in progress"
+            if self.step_in_progress
+            else None
+        )
+        if busy:
+            raise ApplicationError(f"{busy}; try again shortly", type="StepInProgress")
 
     def _state_name(self) -> str:
         return self.state.value if self.state else "not nominated"

@@ -1,45 +1,47 @@
-"""The enrollment lifecycle on the time-skipping server, against a real database and BPJS sim:
-every human step, accepted and refused, and what each leaves in the projection, the decisions,
-the budget ledger and the audit log."""
+"""The enrollment lifecycle on the session's rig (time-skipping server, SQLite projection, BPJS
+simulator): every human step, accepted and refused, and what each leaves in the enrollment row,
+the audit log and the budget ledger. Each accepted step is one audit entry with its actor and
+reason, and once a step has answered the row shows what the workflow's own records say."""
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
-from sqlalchemy import func
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
-from temporalio.testing import WorkflowEnvironment
+from sqlmodel import Session, func, select
 
-import services.steps
-from models.audit_chain import verify_chain
-from models.tables import AuditEvent, Decision, Enrollment, Program
-from core.settings import Settings
-from services.steps import StepRefused, approve_budget, send_step
+from activities.batch_steps import BatchActivities
+from bpjs_sim.simulator import person_ref
+from domain.records import Actor, Commitment
+from domain.worker_rows import WorkerRow
+from models.tables import Enrollment, FundingSource, Program
+from services.steps import StepRefused, send_step
 from tests.harness import (
     BUDGET_OFFICER,
     OPERATOR,
     OTHER_VILLAGE,
     VERIFIER,
+    VILLAGE,
+    Rig,
     audit_of,
-    enroll,
-    ledger_of,
-    make_program,
-    make_sim,
+    commitments_of,
+    committed_of,
+    eventually,
+    fund,
+    nik,
     nominate_rows,
     row_of,
-    running_worker,
-    server_today,
-    source_of,
+    verify,
+    view_of,
     wait_for_state,
     worker_row,
 )
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import (
-    Actor,
-    BudgetCommitment,
+    BudgetApproval,
+    EnrollmentView,
     RenewalConfirmation,
     Resubmission,
     Termination,
@@ -47,489 +49,531 @@ from workflows.messages import (
     Withdrawal,
 )
 
-PREMIUM_3_MONTHS = 16_800 * 3
+SYSTEM = ("rentan", "system")
+_people = random.Random()
 
 
-async def dated_program(env: WorkflowEnvironment, engine: Engine, **kwargs: Any) -> Program:
-    """A 3-month program from the first of the server's current month."""
-    return make_program(engine, start=(await server_today(env)).replace(day=1), **kwargs)
+def someone(serial_prefix: str = "", **overrides: str) -> WorkerRow:
+    """A person no other test of the session enrolls (the session's BPJS simulator remembers
+    everyone it registered). ``serial_prefix`` "99": unknown to the population registry."""
+    born = dt.date(_people.randint(1970, 1999), _people.randint(1, 12), _people.randint(1, 28))
+    if serial_prefix:
+        serial = int(serial_prefix) * 100 + _people.randint(0, 99)
+    else:
+        serial = _people.randint(1000, 8999)  # never 98xx (covered) nor 99xx (unknown)
+    fields = {"nik": nik(born.day, born.month, born.year, serial), "birth_date": born.isoformat()}
+    return worker_row(serial, **{**fields, **overrides})
 
 
-def decisions_of(engine: Engine, enrollment_id: str) -> list[tuple[str, str, str, str]]:
-    with Session(engine) as session:
-        rows = session.exec(
-            select(Decision)
-            .where(Decision.enrollment_id == enrollment_id)
-            .order_by(col(Decision.id))
-        ).all()
-        return [(d.action, d.actor, d.role, d.reason) for d in rows]
-
-
-async def nominate_one(
-    env: WorkflowEnvironment, engine: Engine, settings: Settings, program: Program, serial: int
-) -> str:
-    result = await nominate_rows(
-        env.client, engine, settings, program, [worker_row(serial)], today=await server_today(env)
-    )
-    assert result.rejected == []
+async def nominate_one(rig: Rig, program: Program, row: WorkerRow) -> str:
+    result = await nominate_rows(rig, program, [row])
+    assert result.rejected == [], result.rejected
     (accepted,) = result.accepted
     assert accepted.state == "nominated"
     return accepted.enrollment_id
 
 
-async def test_enrollment_goes_from_nomination_to_active(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
+def trail(rig: Rig, enrollment_id: str) -> list[tuple[Any, ...]]:
+    """The enrollment's steps in the audit log: action, actor, role, states, reason."""
+    return [
+        (e.action, e.actor, e.role, e.state_before, e.state_after, e.reason)
+        for e in audit_of(rig.engine, enrollment_id)
+        if not e.action.startswith("refused_")
+    ]
+
+
+async def mismatch(rig: Rig, workflow_id: str) -> str | None:
+    """What the projection shows differently from the workflow's run, or None: each row the run
+    wrote holds its last record's snapshot, and the view's own row shows the view."""
+    handle = rig.client.get_workflow_handle(workflow_id)
+    view: EnrollmentView = await handle.query(EnrollmentWorkflow.view)
+    records = await handle.query(EnrollmentWorkflow.records)
+    last = {r.snapshot.enrollment_id: r.snapshot for r in records}
+    fields = (
+        "state",
+        "seq",
+        "run_id",
+        "workflow_id",
+        "kpj_number",
+        "coverage_start",
+        "coverage_end",
+        "funding_source",
+        "full_name",
+    )
+    with Session(rig.engine) as session:
+        for enrollment_id, snapshot in last.items():
+            row = session.get(Enrollment, enrollment_id)
+            if row is None:
+                return f"no row {enrollment_id}"
+            shown = {name: getattr(row, name) for name in fields}
+            wanted = {name: getattr(snapshot, name) for name in fields}
+            if shown != wanted:
+                return f"{enrollment_id}: row {shown} but record {wanted}"
+        row = session.get(Enrollment, view.enrollment_id)
+    funding = view.commitment.funding_source if view.commitment else None
+    seen = (view.state, view.kpj_number, view.coverage_start, view.coverage_end, funding)
+    if row is None or seen != (
+        row.state,
+        row.kpj_number,
+        row.coverage_start,
+        row.coverage_end,
+        row.funding_source,
+    ):
+        return f"view {seen} but row {row}"
+    return None
+
+
+async def projected(rig: Rig, workflow_id: str) -> EnrollmentView:
+    """Right now (a step has answered), the row shows the workflow's own state."""
+    problem = await mismatch(rig, workflow_id)
+    assert problem is None, problem
+    return await view_of(rig.client, workflow_id)
+
+
+async def settled(rig: Rig, workflow_id: str, state: str) -> EnrollmentView:
+    """The workflow reached ``state`` on its own, and the projection followed it."""
+    await wait_for_state(rig.env, workflow_id, state)
+
+    async def check() -> EnrollmentView | None:
+        if await mismatch(rig, workflow_id) is not None:
+            return None
+        return await view_of(rig.client, workflow_id)
+
+    return await eventually(check, what=f"{workflow_id}'s row showing {state}")
+
+
+def open_commitments(rig: Rig, program: Program) -> list[Commitment]:
+    """The program's open commitments in the ledger, as the workflow knows them."""
+    with Session(rig.engine) as session:
+        sources = {
+            s.id: s.code
+            for s in session.exec(
+                select(FundingSource).where(FundingSource.program_code == program.code)
+            )
+        }
+    return [
+        Commitment(
+            c.approval_id,
+            c.program_code,
+            c.enrollment_id,
+            sources[c.funding_source_id],
+            c.amount_idr,
+        )
+        for c in commitments_of(rig.engine, program.code)
+        if c.released_at is None
+    ]
+
+
+async def test_enroll_walks_a_list_from_nomination_to_active(rig: Rig, program: Program) -> None:
+    rows = [someone(), someone()]
+    result = await nominate_rows(rig, program, rows)
+    assert result.rejected == []
+    assert [(a.row, a.state) for a in result.accepted] == [(1, "nominated"), (2, "nominated")]
+    ids = [a.enrollment_id for a in result.accepted]
+    for enrollment_id in ids:
+        # Read your writes: the row is there as soon as the list was answered.
+        assert (await projected(rig, enrollment_id)).state == "nominated"
+    assert committed_of(rig.engine, program.code) == 0
+
+    outcomes = await verify(rig, ids)
+    assert [(o.ok, o.state) for o in outcomes] == [(True, "verified")] * 2
+    for enrollment_id in ids:
+        assert (await projected(rig, enrollment_id)).state == "verified"
+
+    approval = await fund(rig, program, ids)
+    assert [(o.ok, o.state) for o in approval.outcomes] == [(True, "registering")] * 2
+    premium = row_of(rig.engine, ids[0]).premium_idr
+    assert premium == 16_800 * 3
+    assert approval.committed_idr == 2 * premium
+    assert approval.remaining_idr == 10_000_000 - 2 * premium
+    for enrollment_id in ids:
+        # The approval's records were written before it answered; BPJS may have answered since.
+        enrollment = row_of(rig.engine, enrollment_id)
+        assert (enrollment.state, enrollment.seq) in (("registering", 4), ("active", 5))
+
+    counts = await rig.sim.counts()
+    for enrollment_id, row in zip(ids, rows, strict=True):
+        view = await settled(rig, enrollment_id, "active")
+        enrollment = row_of(rig.engine, enrollment_id)
+        assert enrollment.kpj_number is not None and len(enrollment.kpj_number) == 11
+        assert view.kpj_number == enrollment.kpj_number
+        assert enrollment.coverage_end == program.period_end
+        assert enrollment.coverage_start is not None
+        assert program.period_start <= enrollment.coverage_start <= program.period_end
+        assert (enrollment.funding_source, enrollment.seq, view.seq) == ("APBD", 5, 5)
+        assert view.commitment == Commitment(
+            approval.approval_id, program.code, enrollment_id, "APBD", premium
+        )
+        assert trail(rig, enrollment_id) == [
+            ("nominated", OPERATOR.name, "village_operator", None, "nominated", ""),
+            (
+                "verified",
+                VERIFIER.name,
+                "dpmd_verifier",
+                "nominated",
+                "verified",
+                "matches DPMD records",
+            ),
+            (
+                "budget_approved",
+                BUDGET_OFFICER.name,
+                "budget_officer",
+                "verified",
+                "budget_approved",
+                "APBD allocation",
+            ),
+            ("registration_started", *SYSTEM, "budget_approved", "registering", ""),
+            ("activated", *SYSTEM, "registering", "active", ""),
+        ]
+        assert counts["counts"][person_ref(str(row.nik))] == 1  # type: ignore[index]
+    # The approval holds one open commitment per person, and the source counts them.
+    assert sorted(open_commitments(rig, program), key=lambda c: c.enrollment_id) == sorted(
+        (Commitment(approval.approval_id, program.code, i, "APBD", premium) for i in ids),
+        key=lambda c: c.enrollment_id,
+    )
+    assert committed_of(rig.engine, program.code) == 2 * premium
+
+
+async def test_nominate_again_from_the_same_village_changes_nothing_and_another_is_refused(
+    rig: Rig, program: Program
 ) -> None:
-    env = time_skipping_env
-    client = env.client
-    sim = make_sim()
-    program = await dated_program(env, engine)
-    async with running_worker(client, settings, engine, sim):
-        enrollment_id = await nominate_one(env, engine, settings, program, 1)
-        # Read your writes: the row exists as soon as the nomination was answered.
-        assert row_of(engine, enrollment_id).state == "nominated"
-
-        step = await send_step(
-            client,
-            enrollment_id,
-            EnrollmentWorkflow.verify,
-            Verification(actor=VERIFIER, approve=True, reason="matches DPMD records"),
-        )
-        assert step.state == "verified"
-        assert row_of(engine, enrollment_id).state == "verified"
-
-        approval = await approve_budget(
-            client,
-            engine,
-            program_code=program.code,
-            funding_source="APBD",
-            enrollment_ids=[enrollment_id],
-            actor=BUDGET_OFFICER,
-        )
-        assert [o.ok for o in approval.outcomes] == [True]
-        assert approval.committed_idr == PREMIUM_3_MONTHS
-        # Read your writes: the registration activity writes the approval, and the call only
-        # answered once the projection showed it.
-        assert row_of(engine, enrollment_id).state in ("registering", "active")
-        assert approval.outcomes[0].seq >= 4
-
-        view = await wait_for_state(env, enrollment_id, "active")
-        row = row_of(engine, enrollment_id)
-        assert row.state == "active"
-        assert row.kpj_number and len(row.kpj_number) == 11
-        assert view.kpj_number == row.kpj_number
-        assert row.coverage_end == view.coverage_end == program.period_end
-        assert row.coverage_start == view.coverage_start
-        assert row.funding_source == view.funding_source == "APBD"
-        assert row.seq == view.seq == 5
-        counts = await sim.counts()
-        assert counts["total"] == 1
-
-    assert [e.action for e in audit_of(engine, enrollment_id)] == [
-        "nominated",
-        "verified",
-        "budget_approved",
-        "registration_started",
-        "activated",
-    ]
-    assert decisions_of(engine, enrollment_id) == [
-        ("verified", "dpmd-verifier", "dpmd_verifier", "matches DPMD records"),
-        ("budget_approved", "budget-officer", "budget_officer", ""),
-    ]
-    assert [(e.kind, e.amount_idr) for e in ledger_of(engine, program.code)] == [
-        ("commit", PREMIUM_3_MONTHS)
-    ]
-    with Session(engine) as session:
-        assert verify_chain(session).ok
-
-
-async def test_duplicate_nomination_from_another_village_points_to_existing(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
-) -> None:
-    env = time_skipping_env
-    client = env.client
-    program = await dated_program(env, engine)
-    today = await server_today(env)
-    async with running_worker(client, settings, engine, make_sim()):
-        first = await nominate_rows(client, engine, settings, program, [worker_row(7)], today=today)
-        (accepted,) = first.accepted
-        again = await nominate_rows(client, engine, settings, program, [worker_row(7)], today=today)
-        assert [a.enrollment_id for a in again.accepted] == [accepted.enrollment_id]
-        other = await nominate_rows(
-            client,
-            engine,
-            settings,
-            program,
-            [worker_row(7)],
-            village=OTHER_VILLAGE,
-            actor=Actor("op-pagar-dewa", "village_operator", OTHER_VILLAGE),
-            today=today,
-        )
+    row = someone()
+    enrollment_id = await nominate_one(rig, program, row)
+    again = await nominate_rows(rig, program, [row])
+    assert [(a.enrollment_id, a.state) for a in again.accepted] == [(enrollment_id, "nominated")]
+    other = await nominate_rows(
+        rig,
+        program,
+        [row],
+        village=OTHER_VILLAGE,
+        actor=Actor("op-pagar-dewa", "village_operator", OTHER_VILLAGE),
+    )
     assert other.accepted == []
     (rejected,) = other.rejected
-    assert rejected.errors[0].field == "nik"
-    assert accepted.enrollment_id in rejected.errors[0].message
-    assert "16.03.01.2011" in rejected.errors[0].message
-    with Session(engine) as session:
-        assert session.exec(select(func.count()).select_from(Enrollment)).one() == 1
-    assert row_of(engine, accepted.enrollment_id).village_code == "16.03.01.2011"
-    assert [e.action for e in audit_of(engine, accepted.enrollment_id)] == ["nominated"]
+    (error,) = rejected.errors
+    assert error.field == "nik"
+    assert error.message == (
+        f"already nominated for {program.code} by village {VILLAGE} as enrollment {enrollment_id}"
+    )
+    with Session(rig.engine) as session:
+        count = session.exec(
+            select(func.count()).where(Enrollment.program_code == program.code)
+        ).one()
+    assert count == 1
+    view = await projected(rig, enrollment_id)
+    assert (view.state, view.seq) == ("nominated", 1)
+    assert row_of(rig.engine, enrollment_id).village_code == VILLAGE
+    assert [t[0] for t in trail(rig, enrollment_id)] == ["nominated"]
 
 
-async def test_steps_refused_before_verification_then_rejection_with_reason(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
+async def test_steps_before_verification_are_refused_and_a_rejection_needs_a_reason(
+    rig: Rig, program: Program
 ) -> None:
-    env = time_skipping_env
-    client = env.client
-    program = await dated_program(env, engine)
-    async with running_worker(client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, engine, settings, program, 11)
+    enrollment_id = await nominate_one(rig, program, someone())
+    row = row_of(rig.engine, enrollment_id)
 
-        with pytest.raises(StepRefused, match="a rejection needs a reason"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.verify,
-                Verification(actor=VERIFIER, approve=False, reason="   "),
-            )
-        # The budget officer cannot commit anything to an unverified enrollment...
-        with pytest.raises(StepRefused, match=r"nothing committed: .* is nominated") as refused:
-            await approve_budget(
-                client,
-                engine,
-                program_code=program.code,
-                funding_source="APBD",
-                enrollment_ids=[enrollment_id],
-                actor=BUDGET_OFFICER,
-            )
-        assert enrollment_id in refused.value.message
-        assert ledger_of(engine, program.code) == []
-        assert source_of(engine, program.code).committed_idr == 0
-        # ... nor can the workflow be told so directly.
-        with pytest.raises(StepRefused, match="enrollment is nominated; it cannot become budget"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.approve_budget,
-                BudgetCommitment(
-                    actor=BUDGET_OFFICER,
-                    program_code=program.code,
-                    funding_source="APBD",
-                    amount_idr=PREMIUM_3_MONTHS,
-                ),
-            )
-        with pytest.raises(StepRefused, match="a withdrawal needs a reason"):
-            await send_step(
-                client, enrollment_id, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, " ")
-            )
-        with pytest.raises(StepRefused, match="enrollment is nominated; it cannot become term"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.terminate,
-                Termination(OPERATOR, "death", program.period_start),
-            )
-        with pytest.raises(StepRefused, match="renewal is not pending"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.confirm_renewal,
-                RenewalConfirmation(OPERATOR, confirm=True),
-            )
-        with pytest.raises(StepRefused, match="enrollment is nominated; it cannot become reg"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.resubmit,
-                Resubmission(OPERATOR, "typo", full_name="Warga Benar"),
-            )
-        # Nothing of the refused steps reached the projection.
-        assert row_of(engine, enrollment_id).state == "nominated"
-        assert row_of(engine, enrollment_id).seq == 1
-        assert decisions_of(engine, enrollment_id) == []
+    async def step(update: Any, argument: Any) -> Any:
+        return await send_step(rig.client, row, update, argument)
 
-        step = await send_step(
-            client,
-            enrollment_id,
-            EnrollmentWorkflow.verify,
-            Verification(actor=VERIFIER, approve=False, reason="not in the village's SK"),
+    with pytest.raises(StepRefused, match=r"^a rejection needs a reason$"):
+        await step(EnrollmentWorkflow.verify, Verification(VERIFIER, approve=False, reason="  "))
+    # The budget officer cannot commit anything to an unverified enrollment...
+    with pytest.raises(StepRefused) as refused:
+        await fund(rig, program, [enrollment_id])
+    assert refused.value.message == (
+        f"nothing committed: {enrollment_id}: is nominated, not awaiting budget"
+    )
+    assert commitments_of(rig.engine, program.code) == []
+    # ... nor can the workflow be told so directly.
+    commitment = Commitment("approval-direct", program.code, enrollment_id, "APBD", 50_400)
+    with pytest.raises(StepRefused, match=r"^enrollment is nominated; it cannot become budget_"):
+        await step(EnrollmentWorkflow.approve_budget, BudgetApproval(BUDGET_OFFICER, commitment))
+    with pytest.raises(StepRefused, match=r"^a withdrawal needs a reason$"):
+        await step(EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, " "))
+    with pytest.raises(StepRefused, match=r"^enrollment is nominated; it cannot become terminated"):
+        await step(
+            EnrollmentWorkflow.terminate, Termination(OPERATOR, "death", program.period_start)
         )
-        assert step.state == "rejected"
-        handle = client.get_workflow_handle(enrollment_id)
-        assert await handle.result() == "rejected"
-        view = await handle.query(EnrollmentWorkflow.view)
-        assert view.state == "rejected"
-        # Closed: no further step is taken.
-        with pytest.raises(StepRefused):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.verify,
-                Verification(actor=VERIFIER, approve=True),
-            )
-
-    assert row_of(engine, enrollment_id).state == "rejected"
-    assert decisions_of(engine, enrollment_id) == [
-        ("rejected", "dpmd-verifier", "dpmd_verifier", "not in the village's SK")
+    with pytest.raises(StepRefused, match=r"^enrollment is nominated; renewal is not pending$"):
+        await step(EnrollmentWorkflow.confirm_renewal, RenewalConfirmation(OPERATOR, confirm=True))
+    with pytest.raises(
+        StepRefused, match=r"^enrollment is nominated; it cannot become registering"
+    ):
+        await step(
+            EnrollmentWorkflow.resubmit, Resubmission(OPERATOR, "typo", full_name="Warga Benar")
+        )
+    # Nothing of the refused steps reached the workflow or the projection.
+    view = await projected(rig, enrollment_id)
+    assert (view.state, view.seq, view.commitment) == ("nominated", 1, None)
+    assert [t[0] for t in trail(rig, enrollment_id)] == ["nominated"]
+    # The refused budget approval is audited (Temporal keeps no trace of it).
+    refusals = [e for e in audit_of(rig.engine, enrollment_id) if e.action.startswith("refused")]
+    assert [(e.action, e.actor, e.reason) for e in refusals] == [
+        ("refused_budget_approval", BUDGET_OFFICER.name, refused.value.message)
     ]
-    events = audit_of(engine, enrollment_id)
-    assert [(e.action, e.state_before, e.state_after) for e in events] == [
-        ("nominated", None, "nominated"),
-        ("rejected", "nominated", "rejected"),
+
+    (outcome,) = await verify(rig, [enrollment_id], approve=False, reason="not in the SK")
+    assert (outcome.ok, outcome.state) == (True, "rejected")
+    assert (await projected(rig, enrollment_id)).state == "rejected"
+    handle = rig.client.get_workflow_handle(enrollment_id)
+    assert await handle.result() == "rejected"
+    # Closed: no further step is taken.
+    with pytest.raises(StepRefused):
+        await step(EnrollmentWorkflow.verify, Verification(VERIFIER, approve=True))
+    assert trail(rig, enrollment_id) == [
+        ("nominated", OPERATOR.name, "village_operator", None, "nominated", ""),
+        ("rejected", VERIFIER.name, "dpmd_verifier", "nominated", "rejected", "not in the SK"),
     ]
-    assert events[1].reason == "not in the village's SK"
-    assert ledger_of(engine, program.code) == []
+    assert commitments_of(rig.engine, program.code) == []
 
 
-async def test_verify_twice_is_refused_and_a_verified_enrollment_can_be_withdrawn(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
+async def test_nominate_again_after_a_rejection_starts_a_new_run(
+    rig: Rig, program: Program
 ) -> None:
-    env = time_skipping_env
-    client = env.client
-    program = await dated_program(env, engine)
-    async with running_worker(client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, engine, settings, program, 3)
+    row = someone()
+    enrollment_id = await nominate_one(rig, program, row)
+    await verify(rig, [enrollment_id], approve=False, reason="wrong village")
+    first_run = row_of(rig.engine, enrollment_id).run_id
+    assert await rig.client.get_workflow_handle(enrollment_id).result() == "rejected"
+
+    assert await nominate_one(rig, program, row) == enrollment_id
+    view = await projected(rig, enrollment_id)
+    assert (view.state, view.seq) == ("nominated", 1)
+    enrollment = row_of(rig.engine, enrollment_id)
+    assert enrollment.run_id != first_run
+    assert [(t[0], t[4]) for t in trail(rig, enrollment_id)] == [
+        ("nominated", "nominated"),
+        ("rejected", "rejected"),
+        ("nominated", "nominated"),
+    ]
+    # The new run goes on as any nomination does.
+    (outcome,) = await verify(rig, [enrollment_id])
+    assert (outcome.ok, outcome.state) == (True, "verified")
+    assert (await projected(rig, enrollment_id)).state == "verified"
+
+
+async def test_withdraw_a_verified_enrollment_after_refused_second_steps(
+    rig: Rig, program: Program
+) -> None:
+    row = someone()
+    enrollment_id = await nominate_one(rig, program, row)
+    (outcome,) = await verify(rig, [enrollment_id], reason="")
+    assert (outcome.ok, outcome.state) == (True, "verified")
+    enrollment = row_of(rig.engine, enrollment_id)
+
+    (again,) = await verify(rig, [enrollment_id])
+    assert (again.ok, again.error) == (False, "enrollment is verified; it cannot become verified")
+    (reject,) = await verify(rig, [enrollment_id], approve=False, reason="changed my mind")
+    assert (reject.ok, reject.error) == (False, "enrollment is verified; it cannot become rejected")
+    other = Commitment("approval-other", "ME-OTHER", enrollment_id, "APBD", 50_400)
+    with pytest.raises(StepRefused, match=f"^enrollment belongs to {program.code}, not ME-OTHER$"):
         await send_step(
-            client,
-            enrollment_id,
-            EnrollmentWorkflow.verify,
-            Verification(actor=VERIFIER, approve=True),
+            rig.client,
+            enrollment,
+            EnrollmentWorkflow.approve_budget,
+            BudgetApproval(BUDGET_OFFICER, other),
         )
-        with pytest.raises(StepRefused, match="enrollment is verified; it cannot become verified"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.verify,
-                Verification(actor=VERIFIER, approve=True),
-            )
-        with pytest.raises(StepRefused, match="enrollment is verified; it cannot become rejected"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.verify,
-                Verification(actor=VERIFIER, approve=False, reason="changed my mind"),
-            )
-        with pytest.raises(StepRefused, match=r"enrollment belongs to .*, not ME-OTHER"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.approve_budget,
-                BudgetCommitment(BUDGET_OFFICER, "ME-OTHER", "APBD", PREMIUM_3_MONTHS),
-            )
-        with pytest.raises(StepRefused, match="a withdrawal needs a reason"):
-            await send_step(
-                client, enrollment_id, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "")
-            )
-        result = await send_step(
-            client,
-            enrollment_id,
-            EnrollmentWorkflow.withdraw,
-            Withdrawal(actor=OPERATOR, reason="moved away"),
+    with pytest.raises(StepRefused, match=r"^a withdrawal needs a reason$"):
+        await send_step(
+            rig.client, enrollment, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "")
         )
-        assert result.state == "withdrawn"
-        handle = client.get_workflow_handle(enrollment_id)
-        assert await handle.result() == "withdrawn"
-        assert (await handle.query(EnrollmentWorkflow.view)).state == "withdrawn"
+    assert (await projected(rig, enrollment_id)).state == "verified"
+    refused = [e for e in audit_of(rig.engine, enrollment_id) if e.action.startswith("refused")]
+    assert [(e.action, e.actor) for e in refused] == [("refused_verification", VERIFIER.name)] * 2
 
-    assert row_of(engine, enrollment_id).state == "withdrawn"
-    assert decisions_of(engine, enrollment_id) == [
-        ("verified", "dpmd-verifier", "dpmd_verifier", ""),
-        ("withdrawn", OPERATOR.name, "village_operator", "moved away"),
-    ]
-    assert [e.action for e in audit_of(engine, enrollment_id)] == [
-        "nominated",
-        "verified",
-        "withdrawn",
+    result = await send_step(
+        rig.client, enrollment, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "moved away")
+    )
+    assert result.state == "withdrawn"
+    assert (await projected(rig, enrollment_id)).state == "withdrawn"
+    assert await rig.client.get_workflow_handle(enrollment_id).result() == "withdrawn"
+    assert trail(rig, enrollment_id) == [
+        ("nominated", OPERATOR.name, "village_operator", None, "nominated", ""),
+        ("verified", VERIFIER.name, "dpmd_verifier", "nominated", "verified", ""),
+        ("withdrawn", OPERATOR.name, "village_operator", "verified", "withdrawn", "moved away"),
     ]
     # Nothing was committed, so nothing is released.
-    assert ledger_of(engine, program.code) == []
-    assert source_of(engine, program.code).committed_idr == 0
+    assert commitments_of(rig.engine, program.code) == []
+
+    # Withdrawn people may be nominated again in the same period: a new run.
+    assert await nominate_one(rig, program, row) == enrollment_id
+    assert (await projected(rig, enrollment_id)).state == "nominated"
 
 
-async def test_withdrawal_racing_budget_approval_releases_the_commitment(
-    time_skipping_env: WorkflowEnvironment,
-    settings: Settings,
-    engine: Engine,
-    monkeypatch: pytest.MonkeyPatch,
+async def test_withdraw_racing_a_budget_approval_gets_its_commitment_released(
+    rig: Rig, program: Program, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The budget officer's batch is committed in the ledger, then the village withdraws the
-    person before the workflow hears of the budget: the commitment is given back."""
-    env = time_skipping_env
-    client = env.client
-    program = await dated_program(env, engine)
-    commit_one = services.steps._commit_one
+    """The approval has committed the premium in the ledger; the village withdraws the person
+    before the workflow hears of the budget: the workflow has ended, the approval's Update
+    finds nobody to take it, and the approval releases its own commitment."""
+    enrollment_id = await nominate_one(rig, program, someone())
+    await verify(rig, [enrollment_id])
+    send = BatchActivities._step
+    seen: list[tuple[int, str]] = []  # what the ledger held, and the withdrawal's answer
 
     async def withdrawn_meanwhile(
-        _client: Any, _engine: Engine, enrollment_id: str, *a: Any, **kw: Any
+        self: BatchActivities, workflow_id: str, update: Any, step: Any, batch_id: str
     ) -> Any:
-        # The ledger holds the premium now; the village's withdrawal lands first.
-        assert source_of(engine, program.code).committed_idr == PREMIUM_3_MONTHS
-        await send_step(
-            client, enrollment_id, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "died")
-        )
-        return await commit_one(_client, _engine, enrollment_id, *a, **kw)
-
-    monkeypatch.setattr(services.steps, "_commit_one", withdrawn_meanwhile)
-    async with running_worker(client, settings, engine, make_sim()):
-        enrollment_id = await nominate_one(env, engine, settings, program, 4)
-        await send_step(
-            client, enrollment_id, EnrollmentWorkflow.verify, Verification(VERIFIER, True)
-        )
-        approval = await approve_budget(
-            client,
-            engine,
-            program_code=program.code,
-            funding_source="APBD",
-            enrollment_ids=[enrollment_id],
-            actor=BUDGET_OFFICER,
-        )
-        (outcome,) = approval.outcomes
-        assert not outcome.ok
-        # The withdrawn workflow has ended: the budget's Update finds nobody to take it.
-        assert outcome.error == "the enrollment's workflow has ended; no step can be taken"
-        assert approval.committed_idr == 0
-        assert await client.get_workflow_handle(enrollment_id).result() == "withdrawn"
-
-    assert row_of(engine, enrollment_id).state == "withdrawn"
-    assert row_of(engine, enrollment_id).funding_source is None
-    ledger = ledger_of(engine, program.code)
-    assert [(e.kind, e.amount_idr, e.enrollment_id) for e in ledger] == [
-        ("commit", PREMIUM_3_MONTHS, enrollment_id),
-        ("release", -PREMIUM_3_MONTHS, enrollment_id),
-    ]
-    assert source_of(engine, program.code).committed_idr == 0
-    assert "budget_approved" not in [e.action for e in audit_of(engine, enrollment_id)]
-
-
-async def test_withdrawal_of_a_failed_registration_whose_budget_was_released(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
-) -> None:
-    env = time_skipping_env
-    client = env.client
-    program = await dated_program(env, engine)
-    sim = make_sim()
-    async with running_worker(client, settings, engine, sim):
-        # Serial 99xx: the population registry does not know the NIK.
-        enrollment_id = await enroll(
-            env, settings, engine, program, worker_row(9901), until="registration_failed"
-        )
-        row = row_of(engine, enrollment_id)
-        assert row.state == "registration_failed"
-        assert row.kpj_number is None
-        assert source_of(engine, program.code).committed_idr == 0
-        assert [(e.kind, e.amount_idr) for e in ledger_of(engine, program.code)] == [
-            ("commit", PREMIUM_3_MONTHS),
-            ("release", -PREMIUM_3_MONTHS),
-        ]
-        failed = audit_of(engine, enrollment_id)[-1]
-        assert (failed.action, failed.state_before, failed.state_after) == (
-            "registration_failed",
-            "registering",
-            "registration_failed",
-        )
-        assert "population registry" in failed.reason
-
-        with pytest.raises(StepRefused, match="a withdrawal needs a reason"):
-            await send_step(
-                client, enrollment_id, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "")
+        # Once, and without asserting here: a failure inside the batch's activity would only
+        # make it run again.
+        if workflow_id == enrollment_id and isinstance(step, BudgetApproval) and not seen:
+            held = committed_of(rig.engine, program.code)
+            withdrawn = await send_step(
+                rig.client,
+                row_of(rig.engine, enrollment_id),
+                EnrollmentWorkflow.withdraw,
+                Withdrawal(OPERATOR, "died"),
             )
-        result = await send_step(
-            client,
-            enrollment_id,
-            EnrollmentWorkflow.withdraw,
-            Withdrawal(OPERATOR, "NIK cannot be corrected in time"),
-        )
-        assert result.state == "withdrawn"
-        assert await client.get_workflow_handle(enrollment_id).result() == "withdrawn"
+            seen.append((held, withdrawn.state))
+            await rig.client.get_workflow_handle(workflow_id).result()
+        return await send(self, workflow_id, update, step, batch_id)
 
-    assert row_of(engine, enrollment_id).state == "withdrawn"
-    # Released once, at the failure; the withdrawal found nothing more to give back.
-    assert len(ledger_of(engine, program.code)) == 2
-    assert source_of(engine, program.code).committed_idr == 0
-    assert (await sim.counts())["total"] == 0
-    assert decisions_of(engine, enrollment_id)[-1] == (
+    monkeypatch.setattr(BatchActivities, "_step", withdrawn_meanwhile)
+    approval = await fund(rig, program, [enrollment_id])
+    premium = row_of(rig.engine, enrollment_id).premium_idr
+    assert seen == [(premium, "withdrawn")]  # the ledger held the premium when it was withdrawn
+    (outcome,) = approval.outcomes
+    assert (outcome.ok, outcome.error) == (
+        False,
+        "the enrollment's workflow has ended; no step can be taken",
+    )
+    assert approval.committed_idr == 0
+
+    enrollment = row_of(rig.engine, enrollment_id)
+    assert (enrollment.state, enrollment.funding_source) == ("withdrawn", None)
+    (commitment,) = commitments_of(rig.engine, program.code)
+    assert (commitment.approval_id, commitment.enrollment_id) == (
+        approval.approval_id,
+        enrollment_id,
+    )
+    assert commitment.released_at is not None
+    assert committed_of(rig.engine, program.code) == 0
+    assert [t[0] for t in trail(rig, enrollment_id)] == ["nominated", "verified", "withdrawn"]
+    refusals = [e for e in audit_of(rig.engine, enrollment_id) if e.action.startswith("refused")]
+    assert [(e.action, e.actor) for e in refusals] == [
+        ("refused_budget_approval", BUDGET_OFFICER.name)
+    ]
+
+
+async def test_withdraw_after_a_failed_registration_releases_the_commitment_it_kept(
+    rig: Rig, program: Program
+) -> None:
+    row = someone("99")  # unknown to the population registry
+    enrollment_id = await nominate_one(rig, program, row)
+    await verify(rig, [enrollment_id])
+    approval = await fund(rig, program, [enrollment_id])
+    premium = row_of(rig.engine, enrollment_id).premium_idr
+
+    view = await settled(rig, enrollment_id, "registration_failed")
+    enrollment = row_of(rig.engine, enrollment_id)
+    assert (enrollment.kpj_number, enrollment.funding_source) == (None, "APBD")
+    # The budget stays committed while DPMD may correct the data and resubmit.
+    held = Commitment(approval.approval_id, program.code, enrollment_id, "APBD", premium)
+    assert view.commitment == held
+    assert open_commitments(rig, program) == [held]
+    assert committed_of(rig.engine, program.code) == premium
+    failed = trail(rig, enrollment_id)[-1]
+    assert failed[:5] == ("registration_failed", *SYSTEM, "registering", "registration_failed")
+    assert "population registry" in failed[5]
+
+    with pytest.raises(StepRefused, match=r"^a withdrawal needs a reason$"):
+        await send_step(
+            rig.client, enrollment, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "")
+        )
+    result = await send_step(
+        rig.client,
+        enrollment,
+        EnrollmentWorkflow.withdraw,
+        Withdrawal(OPERATOR, "NIK cannot be corrected in time"),
+    )
+    assert result.state == "withdrawn"
+    view = await projected(rig, enrollment_id)
+    assert (view.state, view.commitment) == ("withdrawn", None)
+    assert await rig.client.get_workflow_handle(enrollment_id).result() == "withdrawn"
+    assert trail(rig, enrollment_id)[-1] == (
         "withdrawn",
         OPERATOR.name,
         "village_operator",
+        "registration_failed",
+        "withdrawn",
         "NIK cannot be corrected in time",
     )
+    (commitment,) = commitments_of(rig.engine, program.code)
+    assert commitment.released_at is not None
+    assert commitment.release_reason == "withdrawn: NIK cannot be corrected in time"
+    assert committed_of(rig.engine, program.code) == 0
+    assert person_ref(str(row.nik)) not in (await rig.sim.counts())["counts"]  # type: ignore[operator]
 
 
-async def test_termination_during_coverage(
-    time_skipping_env: WorkflowEnvironment, settings: Settings, engine: Engine
+async def test_terminate_during_coverage_ends_it_at_once_and_tells_bpjs(
+    rig: Rig, program: Program
 ) -> None:
-    env = time_skipping_env
-    client = env.client
-    program = await dated_program(env, engine)
-    sim = make_sim()
-    async with running_worker(client, settings, engine, sim):
-        enrollment_id = await enroll(env, settings, engine, program, worker_row(21))
-        row = row_of(engine, enrollment_id)
-        assert row.state == "active" and row.kpj_number is not None
-        kpj = row.kpj_number
+    row = someone()
+    enrollment_id = await nominate_one(rig, program, row)
+    await verify(rig, [enrollment_id])
+    await fund(rig, program, [enrollment_id])
+    view = await settled(rig, enrollment_id, "active")
+    enrollment = row_of(rig.engine, enrollment_id)
+    kpj = enrollment.kpj_number
+    assert kpj is not None and view.commitment is not None
 
-        with pytest.raises(StepRefused, match="enrollment is active; it cannot become withdrawn"):
-            await send_step(
-                client, enrollment_id, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "moved")
-            )
-        with pytest.raises(StepRefused, match="death, left_office, moved or other"):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.terminate,
-                Termination(OPERATOR, "retired", program.period_start),
-            )
-        for outside in (
-            program.period_start - dt.timedelta(days=1),
-            program.period_end + dt.timedelta(days=1),
-        ):
-            with pytest.raises(StepRefused, match="effective date must fall within"):
-                await send_step(
-                    client,
-                    enrollment_id,
-                    EnrollmentWorkflow.terminate,
-                    Termination(OPERATOR, "death", outside),
-                )
-        assert row_of(engine, enrollment_id).state == "active"
+    async def terminate(termination: Termination) -> Any:
+        return await send_step(rig.client, enrollment, EnrollmentWorkflow.terminate, termination)
 
-        effective = program.period_start + dt.timedelta(days=40)
-        result = await send_step(
-            client,
-            enrollment_id,
-            EnrollmentWorkflow.terminate,
-            Termination(OPERATOR, "left_office", effective, note="SK pemberhentian 12/2025"),
+    with pytest.raises(StepRefused, match=r"^enrollment is active; it cannot become withdrawn$"):
+        await send_step(
+            rig.client, enrollment, EnrollmentWorkflow.withdraw, Withdrawal(OPERATOR, "moved")
         )
-        assert result.state == "terminated"
-        handle = client.get_workflow_handle(enrollment_id)
-        assert await handle.result() == "terminated"
-        view = await handle.query(EnrollmentWorkflow.view)
-        assert (view.state, view.kpj_number, view.coverage_end) == ("terminated", kpj, effective)
-        with pytest.raises(StepRefused):
-            await send_step(
-                client,
-                enrollment_id,
-                EnrollmentWorkflow.terminate,
-                Termination(OPERATOR, "death", effective),
-            )
+    with pytest.raises(
+        StepRefused, match=r"^reason must be one of death, left_office, moved, other"
+    ):
+        await terminate(Termination(OPERATOR, "retired", program.period_start))
+    for outside in (
+        program.period_start - dt.timedelta(days=1),
+        program.period_end + dt.timedelta(days=1),
+    ):
+        with pytest.raises(StepRefused, match=r"^effective date must fall within"):
+            await terminate(Termination(OPERATOR, "death", outside))
+    assert (await projected(rig, enrollment_id)).state == "active"
 
-    row = row_of(engine, enrollment_id)
-    assert (row.state, row.kpj_number, row.coverage_end) == ("terminated", kpj, effective)
-    # BPJS was told: its coverage ends on the effective date.
-    assert sim.simulator.participants[kpj].terminated_on == effective
-    last = audit_of(engine, enrollment_id)[-1]
-    assert (last.action, last.state_before, last.state_after, last.reason) == (
-        "terminated",
-        "active",
-        "terminated",
-        "left_office: SK pemberhentian 12/2025",
+    effective = program.period_start + dt.timedelta(days=40)
+    result = await terminate(
+        Termination(OPERATOR, "left_office", effective, note="SK pemberhentian 12/2025")
     )
-    assert decisions_of(engine, enrollment_id)[-1][:3] == (
+    assert result.state == "terminated"
+    # Taken at once: the row shows the coverage ending on the effective date.
+    enrollment = row_of(rig.engine, enrollment_id)
+    assert (enrollment.state, enrollment.kpj_number, enrollment.coverage_end) == (
         "terminated",
-        OPERATOR.name,
-        "village_operator",
+        kpj,
+        effective,
     )
-    # The premium of the period stays committed: the person was covered.
-    assert source_of(engine, program.code).committed_idr == PREMIUM_3_MONTHS
-    with Session(engine) as session:
-        assert session.exec(select(func.count()).select_from(AuditEvent)).one() == 6
-        assert verify_chain(session).ok
+    handle = rig.client.get_workflow_handle(enrollment_id)
+    assert await handle.result() == "terminated"
+    view = await projected(rig, enrollment_id)
+    assert (view.state, view.kpj_number, view.coverage_end) == ("terminated", kpj, effective)
+    with pytest.raises(StepRefused):
+        await terminate(Termination(OPERATOR, "death", effective))
+    # BPJS was told afterwards: its coverage ends on the effective date.
+    assert rig.sim.simulator.participants[kpj].terminated_on == effective
+    assert trail(rig, enrollment_id)[-2:] == [
+        (
+            "terminated",
+            OPERATOR.name,
+            "village_operator",
+            "active",
+            "terminated",
+            "left_office: SK pemberhentian 12/2025",
+        ),
+        ("coverage_ended_at_bpjs", *SYSTEM, "terminated", "terminated", f"from {effective}"),
+    ]
+    # The period's premium stays committed: the person was covered.
+    assert open_commitments(rig, program) == [view.commitment]
+    # A terminated person is not nominated again for the same period.
+    again = await nominate_rows(rig, program, [row])
+    assert again.accepted == []
+    (rejected,) = again.rejected
+    assert rejected.errors[0].message == (
+        f"this person's enrollment {enrollment_id} for {program.code} ended terminated; "
+        "it cannot be nominated again for the same period"
+    )
