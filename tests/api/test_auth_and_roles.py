@@ -4,6 +4,7 @@ village operator asking about another village's enrollment. Every refusal is pro
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ class Endpoint:
 
 TODAY = dt.date.today().isoformat()
 PROGRAM_BODY = {
-    "code": "AUTHZ-NEW",
+    "code": f"AUTHZ-{uuid.uuid4().hex[:8]}",  # never created: every call with it is refused
     "name": "Never created",
     "period_start": "2030-01-01",
     "period_end": "2030-03-31",
@@ -150,7 +151,7 @@ ENDPOINTS = (
 )
 
 
-def test_every_route_is_in_the_table(api: Api) -> None:
+def test_route_table_lists_every_route(api: Api) -> None:
     """A new route must be added to ENDPOINTS, so its roles are tested."""
     listed = {(e.method, e.path.split("?")[0]) for e in ENDPOINTS}
     routes = {
@@ -162,7 +163,7 @@ def test_every_route_is_in_the_table(api: Api) -> None:
     assert routes == listed
 
 
-async def test_no_key_unknown_key_or_other_scheme_is_401_everywhere(api: Api) -> None:
+async def test_call_without_a_valid_key_is_401_everywhere(api: Api) -> None:
     enrollment_id = await nominated_id(api)
     attempts: dict[str, dict[str, str]] = {
         "no key": {},
@@ -178,11 +179,12 @@ async def test_no_key_unknown_key_or_other_scheme_is_401_everywhere(api: Api) ->
             assert answer.headers["www-authenticate"] == "Bearer", endpoint
 
 
-async def test_revoked_key_is_401(api: Api) -> None:
-    key = create_key(api.engine, role=Role.AUDITOR, name="soon-revoked")
+async def test_call_with_a_revoked_key_is_401(api: Api) -> None:
+    name = f"soon-revoked-{uuid.uuid4().hex[:8]}"
+    key = create_key(api.engine, role=Role.AUDITOR, name=name)
     headers = {"Authorization": f"Bearer {key}"}
     assert (await api.http.get("/v1/audit/verify", headers=headers)).status_code == 200
-    (row,) = [k for k in list_keys(api.engine) if k.name == "soon-revoked"]
+    (row,) = [k for k in list_keys(api.engine) if k.name == name]
     assert row.id is not None
     assert revoke_key(api.engine, row.id)
     answer = await api.http.get("/v1/audit/verify", headers=headers)
@@ -191,7 +193,7 @@ async def test_revoked_key_is_401(api: Api) -> None:
     assert not revoke_key(api.engine, row.id)  # twice: nothing more to revoke
 
 
-async def test_a_role_that_may_not_gets_403_on_every_route(api: Api) -> None:
+async def test_call_by_a_role_that_may_not_is_403_on_every_route(api: Api) -> None:
     enrollment_id = await nominated_id(api)
     for endpoint in ENDPOINTS:
         for role in ALL_ROLES:
@@ -200,16 +202,23 @@ async def test_a_role_that_may_not_gets_403_on_every_route(api: Api) -> None:
             answer = await endpoint.call(api, api.auth(role), api.program.code, enrollment_id)
             body = assert_problem(answer, 403, f"{endpoint} as {role}")
             assert role in body["detail"]
-    # Nothing a refused call asked for happened.
-    programs = (await api.http.get("/v1/programs", headers=api.auth("admin"))).json()
-    assert [p["code"] for p in programs] == [api.program.code]
+    # Nothing a refused call asked for happened, and nothing of it was recorded.
+    code = PROGRAM_BODY["code"]
+    created = await api.http.get(f"/v1/programs/{code}", headers=api.auth("admin"))
+    assert_problem(created, 404, "the program a refused call asked for")
     detail = await api.http.get(f"/v1/enrollments/{enrollment_id}", headers=api.auth("auditor"))
     assert detail.json()["state"] == "nominated"
-    listed = await api.http.get("/v1/enrollments", headers=api.auth("auditor"))
+    listed = await api.http.get(
+        "/v1/enrollments", params={"program": api.program.code}, headers=api.auth("auditor")
+    )
     assert [e["id"] for e in listed.json()["items"]] == [enrollment_id]
+    events = await api.http.get(
+        "/v1/audit/events", params={"enrollment_id": enrollment_id}, headers=api.auth("auditor")
+    )
+    assert [e["action"] for e in events.json()["items"]] == ["nominated"]
 
 
-async def test_the_named_refusals(api: Api) -> None:
+async def test_call_by_a_role_that_may_not_named_cases_are_403(api: Api) -> None:
     """The cases people ask about, spelled out."""
     enrollment_id = await nominated_id(api)
     code = api.program.code
@@ -238,7 +247,7 @@ async def test_the_named_refusals(api: Api) -> None:
         assert_problem(answer, 403, f"{method} {url} as {role}")
 
 
-async def test_allowed_readers_get_200(api: Api) -> None:
+async def test_read_by_an_allowed_role_is_200(api: Api) -> None:
     enrollment_id = await nominated_id(api)
     for endpoint in ENDPOINTS:
         if endpoint.method != "GET":
@@ -248,7 +257,7 @@ async def test_allowed_readers_get_200(api: Api) -> None:
             assert answer.status_code == 200, f"{endpoint} as {role}: {answer.text[:300]}"
 
 
-async def test_other_village_operator_gets_404_not_403(api: Api) -> None:
+async def test_call_on_another_villages_enrollment_is_404_not_403(api: Api) -> None:
     enrollment_id = await nominated_id(api)
     other = api.auth("other_village_operator")
     unknown = "E-does-not-exist"
@@ -274,15 +283,19 @@ async def test_other_village_operator_gets_404_not_403(api: Api) -> None:
     )
     assert detail.json()["state"] == "nominated"
     events = await api.http.get(
-        "/v1/audit/events", params={"actor": "test-other-village"}, headers=api.auth("auditor")
+        "/v1/audit/events", params={"enrollment_id": enrollment_id}, headers=api.auth("auditor")
     )
-    assert events.json()["items"] == []
+    assert [(e["action"], e["actor"]) for e in events.json()["items"]] == [
+        ("nominated", "test-village_operator")
+    ]
     # Its list does not show the enrollment either.
-    listed = await api.http.get("/v1/enrollments", headers=other)
+    listed = await api.http.get(
+        "/v1/enrollments", params={"program": api.program.code}, headers=other
+    )
     assert listed.json()["items"] == []
 
 
-async def test_unknown_enrollment_or_program_is_404(api: Api) -> None:
+async def test_call_on_an_unknown_enrollment_or_program_is_404(api: Api) -> None:
     verifier = api.auth("dpmd_verifier")
     for method, url, body in (
         ("GET", "/v1/enrollments/E-nope", None),
@@ -312,5 +325,5 @@ async def test_unknown_enrollment_or_program_is_404(api: Api) -> None:
     assert_problem(answer, 404, "budget for an unknown program")
 
 
-async def test_health_needs_no_key(api: Api) -> None:
+async def test_get_healthz_needs_no_key(api: Api) -> None:
     assert (await api.http.get("/healthz")).json() == {"status": "ok"}

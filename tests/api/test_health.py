@@ -224,7 +224,7 @@ async def test_get_problem_error_extra_fields() -> None:
     assert body["current_state"] == "approved"
 
 
-async def test_request_id_answered(settings: Settings) -> None:
+async def test_get_answers_with_a_request_id(settings: Settings) -> None:
     async with _client(create_app(settings)) as client:
         first = await client.get("/healthz")
         second = await client.get("/healthz")

@@ -1,7 +1,11 @@
 """Property-based tests of the whole HTTP API from its own OpenAPI schema (schemathesis).
 
 For every operation, schemathesis generates valid and invalid requests; each is sent with a real
-key and its answer must not be a 5xx and must match what the schema documents for its status.
+key of each role and its answer must not be a 5xx and must match what the schema documents for
+its status. The runs are seeded (``derandomize``) and bounded (``examples_for``): the roles a
+route admits share ``HANDLER_EXAMPLES`` requests per operation and mode, a role it refuses (403
+whatever the input) gets ``FEW_EXAMPLES``. The database is not the subject (SQLite, the
+session's rig).
 
 The schema is read from ``app.openapi()`` rather than with ``schemathesis.openapi.from_asgi``:
 ``from_asgi`` runs the app (and its lifespan) on an event loop of its own in another thread,
@@ -23,8 +27,11 @@ import requests
 import requests.adapters
 import schemathesis
 import urllib3
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from pydantic import BaseModel
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
@@ -33,14 +40,24 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.api.conftest import Api
-from tests.api.test_auth_and_roles import worker
+from tests.api.test_auth_and_roles import ALL_ROLES, ENDPOINTS, worker
 from tests.harness import VILLAGE
 
 BASE_URL = "http://rentan"
-EXAMPLES = 20
-# Operations without parameters have nothing to vary; the template takes ~0.1 s to build.
-FEWER = {"GET /v1/nominations/template.xlsx": 3, "GET /healthz": 3, "GET /readyz": 3}
+# Requests per operation and mode that reach its handler, shared among the roles it admits
+# (each gets at least MIN_EXAMPLES). A refused role's answer is a 403 whatever the input, and an
+# operation without parameters or a body (the key is the caller's) has nothing to vary: those
+# get FEW_EXAMPLES.
+HANDLER_EXAMPLES = 15
+MIN_EXAMPLES = 4
+FEW_EXAMPLES = 2
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+# Who may call each route (the table test_auth_and_roles keeps complete); the rest are open.
+ALLOWED = {(e.method, e.path.split("?")[0]): e.allowed for e in ENDPOINTS}
+# (operation, mode) with nothing to make invalid (no parameter but the key, or a path parameter
+# any string fits): Hypothesis takes ~0.8 s to find that out, once per session is enough.
+UNSATISFIABLE: set[tuple[str, str]] = set()
 
 
 class LoopAdapter(requests.adapters.HTTPAdapter):
@@ -64,7 +81,7 @@ class LoopAdapter(requests.adapters.HTTPAdapter):
                 str(request.method), str(request.url), headers=headers, content=content
             ),
             self.loop,
-        ).result(timeout=120)
+        ).result(timeout=60)
         raw_headers = urllib3.HTTPHeaderDict()
         for name, value in answer.headers.multi_items():
             raw_headers.add(name, value)
@@ -80,10 +97,9 @@ class LoopAdapter(requests.adapters.HTTPAdapter):
         return response
 
 
-def session_for(api: Api) -> requests.Session:
+def session_for(http: httpx.AsyncClient) -> requests.Session:
     session = requests.Session()
-    adapter = LoopAdapter(api.http, asyncio.get_running_loop())
-    session.mount("http://", adapter)
+    session.mount("http://", LoopAdapter(http, asyncio.get_running_loop()))
     return session
 
 
@@ -92,9 +108,12 @@ def run_operation(
     session: requests.Session,
     headers: dict[str, str],
     mode: schemathesis.GenerationMode,
+    examples: int,
 ) -> None:
+    """Send ``examples`` generated requests; raises on the first failed check (shrunk)."""
+
     @settings(
-        max_examples=FEWER.get(operation.label, EXAMPLES),
+        max_examples=examples,
         deadline=None,
         database=None,
         derandomize=True,
@@ -107,31 +126,84 @@ def run_operation(
     check()
 
 
-def operations(api: Api) -> Iterator[schemathesis.APIOperation]:
-    schema = schemathesis.openapi.from_dict(api.app.openapi())
+def operations(app: FastAPI) -> Iterator[schemathesis.APIOperation]:
+    schema = schemathesis.openapi.from_dict(app.openapi())
+    # Every request carries the role's key: a generated (or, in negative mode, missing)
+    # Authorization header would make most requests a 401 (test_auth_and_roles covers those).
+    schema.config.generation.update(with_security_parameters=False)
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the schema is not valid: {result}"
         yield result.ok()
 
 
-@pytest.mark.parametrize("who", ["auditor", "village_operator"])
-async def test_api_conforms_to_its_schema(api: Api, who: str) -> None:
-    # Something to find: a nominated enrollment, so reads are not all empty.
+def examples_for(operation: schemathesis.APIOperation, who: str) -> int:
+    if not (operation.path_parameters or operation.query or operation.body):
+        return FEW_EXAMPLES
+    path = operation.path.replace("{enrollment_id}", "{id}")
+    allowed = ALLOWED.get((operation.method.upper(), path), ALL_ROLES)
+    if who not in allowed:
+        return FEW_EXAMPLES
+    return max(MIN_EXAMPLES, -(-HANDLER_EXAMPLES // len(allowed)))
+
+
+async def failures_of(
+    app: FastAPI, http: httpx.AsyncClient, headers: dict[str, str], who: str = ""
+) -> list[str]:
+    """Every operation of ``app``'s schema, in both modes: what failed, one line each."""
+    session = session_for(http)
+    failures: list[str] = []
+    for operation in operations(app):
+        examples = examples_for(operation, who)
+        for mode in MODES:
+            if (operation.label, mode.value) in UNSATISFIABLE:
+                continue
+            try:
+                await asyncio.to_thread(run_operation, operation, session, headers, mode, examples)
+            except Unsatisfiable:
+                UNSATISFIABLE.add((operation.label, mode.value))
+            except (Exception, BaseExceptionGroup) as exc:
+                failures.append(f"{operation.label} ({mode.value}): {exc}")
+    return failures
+
+
+@pytest.mark.parametrize("who", ALL_ROLES)
+async def test_every_operation_conforms_to_the_schema_for_each_role(api: Api, who: str) -> None:
+    # Something to find: nominated enrollments, so reads are not all empty.
     answer = await api.http.post(
         f"/v1/programs/{api.program.code}/nominations",
         json={"village_code": VILLAGE, "workers": [worker(1), worker(2, category="linmas")]},
         headers=api.auth("village_operator"),
     )
     assert answer.status_code == 200, answer.text
-    session = session_for(api)
-    headers = api.auth(who)
-    failures: list[str] = []
-    for operation in operations(api):
-        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-            try:
-                await asyncio.to_thread(run_operation, operation, session, headers, mode)
-            except Unsatisfiable:
-                continue  # nothing to make invalid (no parameters, no body): /healthz
-            except (Exception, BaseExceptionGroup) as exc:
-                failures.append(f"{operation.label} ({mode.value}): {exc}")
+    failures = await failures_of(api.app, api.http, api.auth(who), who)
     assert not failures, "\n\n".join(failures)
+
+
+class Thing(BaseModel):
+    name: str
+
+
+def _broken_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/boom")
+    async def get_boom() -> Thing:
+        raise RuntimeError("a bug")
+
+    @app.get("/liar", responses={200: {"model": Thing}})
+    async def get_liar() -> JSONResponse:
+        return JSONResponse({"name": 42})  # not what the schema documents
+
+    return app
+
+
+async def test_schema_checks_fail_on_a_5xx_or_a_schema_violation() -> None:
+    """The machinery above reports what it must (it would pass vacuously otherwise)."""
+    app = _broken_app()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+        failures = await failures_of(app, http, {})
+    assert len(failures) == 2, failures  # each once: no parameters, so no negative mode
+    boom, liar = sorted(failures)
+    assert boom.startswith("GET /boom (positive)") and "500" in boom, boom
+    assert liar.startswith("GET /liar (positive)") and "schema" in liar.lower(), liar
