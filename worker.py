@@ -43,7 +43,12 @@ SANDBOX_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules("dom
 WORKFLOW_CACHE = 2000
 
 
-def worker_tuning(executor: ThreadPoolExecutor, *, sandboxed: bool = False) -> dict[str, Any]:
+def worker_tuning(
+    executor: ThreadPoolExecutor,
+    *,
+    sandboxed: bool = False,
+    sticky_timeout: timedelta = timedelta(seconds=10),
+) -> dict[str, Any]:
     """Slots, cache and runner of every worker, shared with the benchmark's floor worker so the
     floor runs on exactly the settings rentan runs on.
 
@@ -70,6 +75,7 @@ def worker_tuning(executor: ThreadPoolExecutor, *, sandboxed: bool = False) -> d
         # activation and completion runs as one asyncio task per payload when this is above 1.
         "max_workflow_task_external_storage_concurrency": 1,
         "graceful_shutdown_timeout": timedelta(seconds=10),
+        "sticky_queue_schedule_to_start_timeout": sticky_timeout,
     }
 
 
@@ -112,7 +118,11 @@ def build_worker(
             batches.verify_batch,
             batches.approve_budget_batch,
         ],
-        **worker_tuning(executor, sandboxed=sandboxed),
+        **worker_tuning(
+            executor,
+            sandboxed=sandboxed,
+            sticky_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
+        ),
     )
 
 

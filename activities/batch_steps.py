@@ -26,11 +26,11 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.recording import Recording
-from core.temporal import NOT_SENT_ERRORS
+from core.temporal import NOT_SENT_ERRORS, refusal_of
 from domain.nik import mask
 from domain.records import Actor, Commitment, Record
 from domain.states import State
@@ -351,10 +351,7 @@ async def _send(call: Callable[[], Awaitable[StepResult]]) -> StepResult:
         try:
             return await call()
         except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            raise Refused(
-                cause.message if isinstance(cause, ApplicationError) else str(cause)
-            ) from None
+            raise Refused(refusal_of(err)) from None
         except NOT_SENT_ERRORS as err:
             if isinstance(err, RPCError) and err.status in _ANSWERS:
                 raise

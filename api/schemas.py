@@ -249,26 +249,6 @@ class ResubmissionIn(Body):
 # --- history, audit, reports ---------------------------------------------------------------
 
 
-class TimelineEventOut(BaseModel):
-    time: dt.datetime
-    source: Literal["audit", "temporal"]
-    action: str
-    actor: str | None = None
-    role: str | None = None
-    reason: str | None = None
-    state_before: str | None = None
-    state_after: str | None = None
-    program: str | None = None
-    run_id: str | None = None
-
-
-class HistoryOut(BaseModel):
-    enrollment_id: str
-    workflow_id: str
-    run_ids: list[str]
-    events: list[TimelineEventOut]
-
-
 class AuditEventOut(BaseModel):
     id: int
     occurred_at: dt.datetime

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     bpjs_timeout_s: float = Field(default=10.0, gt=0, le=300)
     bpjs_max_backoff_s: float = Field(default=120.0, gt=0, le=3600)
 
+    # How long a task for a workflow a worker holds in its cache waits for that worker before
+    # any worker takes it (replaying the history): how soon enrollments go on after a worker
+    # died. Shorter moves more replays to other workers when one is merely slow.
+    worker_sticky_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
     # Where a worker serves its Prometheus metrics (the SDK's, and ``rentan_projection_lag``):
     # host:port, or empty for none. Each worker on one machine needs its own.
     metrics_address: str = "127.0.0.1:9464"

@@ -8,13 +8,14 @@ from typing import ClassVar
 
 import temporalio.converter
 from pydantic import TypeAdapter
-from temporalio.client import Client, RPCTimeoutOrCancelledError
+from temporalio.client import Client, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, TLSConfig
 
@@ -98,12 +99,16 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     )
 
 
+def refusal_of(err: WorkflowUpdateFailedError) -> str:
+    """Why a workflow refused an Update: its validator's (or handler's) own words."""
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
+
+
 def metrics_runtime(address: str) -> Runtime:
     """An SDK runtime exporting its metrics (and the activities' own, such as
     ``rentan_projection_lag``) for Prometheus to scrape at ``http://<address>/metrics``."""
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address))
-    )
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
 
 
 async def connect(

@@ -16,7 +16,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Column, Index, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from domain.programs import ProgramTerms
+from domain.program_terms import ProgramTerms
 
 
 def table(model: type[SQLModel]) -> Table:

@@ -46,8 +46,9 @@ LIST_CHUNK = 500
 
 def bpjs_timing(settings: Settings) -> BpjsTiming:
     """What each enrollment nominated now is told of BPJS's deadlines: the adapter gives up on a
-    call after ``bpjs_timeout_s``; a worker that died mid-call is noticed 5 s later."""
-    return BpjsTiming(settings.bpjs_timeout_s + 5.0, settings.bpjs_max_backoff_s)
+    call after ``bpjs_timeout_s``; a worker that died mid-call is noticed at one and a half
+    times that (15 s for the default 10)."""
+    return BpjsTiming(settings.bpjs_timeout_s * 1.5, settings.bpjs_max_backoff_s)
 
 
 class NominationRefused(Exception):

@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.temporal import refusal_of
 from domain.records import Actor
 from models import audit_chain, ledger
 from models.db import session_scope
@@ -63,10 +63,7 @@ async def send_step(client: Client, row: Enrollment, update: Any, step: Any) -> 
     try:
         result: StepResult = await handle.execute_update(update, step, rpc_timeout=STEP_RPC_TIMEOUT)
     except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        raise StepRefused(
-            cause.message if isinstance(cause, ApplicationError) else str(cause)
-        ) from None
+        raise StepRefused(refusal_of(err)) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise StepRefused("the enrollment's workflow has ended; no step can be taken") from None

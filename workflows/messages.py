@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from domain.programs import ProgramTerms
+from domain.program_terms import ProgramTerms
 from domain.records import SYSTEM, Actor, Commitment, Record
 
 # Activity names the workflows call; ``activities`` registers its implementations under them.

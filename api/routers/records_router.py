@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 from fastapi import APIRouter, Query
@@ -18,14 +17,12 @@ from api.schemas import (
     ChainOut,
     CoverageOut,
     CoverageReportOut,
-    HistoryOut,
     ReportLineOut,
-    TimelineEventOut,
 )
 from domain import nik as nik_rules
 from models.audit_chain import verify_chain
 from models.tables import AuditEvent, Enrollment
-from services.history import build_history
+from services.history import Timeline, build_history
 from services.keys import Principal, Role
 from services.reports import GroupBy, coverage_report
 
@@ -37,16 +34,10 @@ async def get_enrollment_history(
     enrollment_id: str,
     state: StateDep,
     principal: Principal = require(Role.AUDITOR, Role.DPMD_VERIFIER),
-) -> HistoryOut:
+) -> Timeline:
     """The timeline across periods: decisions (audit log) and engine events (Temporal)."""
     row = visible_enrollment(state, principal, enrollment_id)
-    timeline = await build_history(await state.temporal(), state.engine, row)
-    return HistoryOut(
-        enrollment_id=timeline.enrollment_id,
-        workflow_id=timeline.workflow_id,
-        run_ids=timeline.run_ids,
-        events=[TimelineEventOut(**dataclasses.asdict(e)) for e in timeline.events],
-    )
+    return await build_history(await state.temporal(), state.engine, row)
 
 
 @router.get("/v1/audit/events", dependencies=[require(Role.AUDITOR)])

@@ -696,12 +696,6 @@ async def test_one_log_line_per_request_and_no_nik_in_clear(
     assert (requests[3]["actor"], requests[3]["role"]) == (None, None)
 
 
-@pytest.mark.xfail(
-    reason="0.2.0 logs nothing when a nomination list is processed: services/nominations.py "
-    "nominate() dropped the 'nomination list processed' line (program, village, accepted, "
-    "rejected) that rentan/nominations.py logged under the request's id",
-    strict=True,
-)
 async def test_nomination_list_is_logged_with_its_request_id(
     api: Api, fresh_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

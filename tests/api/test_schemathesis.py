@@ -48,7 +48,7 @@ BASE_URL = "http://rentan"
 # (each gets at least MIN_EXAMPLES). A refused role's answer is a 403 whatever the input, and an
 # operation without parameters or a body (the key is the caller's) has nothing to vary: those
 # get FEW_EXAMPLES.
-HANDLER_EXAMPLES = 15
+HANDLER_EXAMPLES = 10
 MIN_EXAMPLES = 4
 FEW_EXAMPLES = 2
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]

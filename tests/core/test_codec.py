@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from core.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyUnknown
 from core.settings import Settings
 from core.temporal import data_converter
-from domain.programs import ProgramTerms
+from domain.program_terms import ProgramTerms
 from domain.records import Actor, Record, Snapshot
 from workflows.messages import BpjsTiming, EnrollmentInput, PersonData
 

@@ -87,10 +87,10 @@ def test_load_empty_metrics_address_serves_no_metrics(monkeypatch: pytest.Monkey
 
 
 def test_bpjs_timing_given_to_an_enrollment_follows_the_settings(tmp_path: Path) -> None:
-    """A nominated enrollment is told the settings' BPJS deadline (plus 5 s in which a worker
-    that died mid-call is noticed) and backoff."""
+    """A nominated enrollment is told the settings' BPJS deadline (half again as long, in which
+    a worker that died mid-call is noticed) and backoff."""
     settings = Settings(data_dir=tmp_path, bpjs_timeout_s=4.0, bpjs_max_backoff_s=60.0)
-    assert bpjs_timing(settings) == BpjsTiming(call_timeout_s=9.0, max_backoff_s=60.0)
+    assert bpjs_timing(settings) == BpjsTiming(call_timeout_s=6.0, max_backoff_s=60.0)
     # What an enrollment started without timings assumes is what the default settings give.
     assert bpjs_timing(Settings(data_dir=tmp_path)) == BpjsTiming()
 

@@ -47,7 +47,7 @@ STARTUP_S = 90.0
 STOP_GRACE_S = 15.0
 # How long the projection may lag its workflows after a fault (README, "Architecture"): a batch
 # whose worker died is run again once its heartbeats stop (10 s), a registration once its call's
-# deadline passed (the stack's BPJS timeout + 5 s).
+# deadline passed (1.5 times the stack's BPJS timeout).
 LAG_BOUND_S = 30.0
 # The stack's BPJS deadlines: a suite that waits out production's would take minutes.
 BPJS_TIMEOUT_S = 2.0
@@ -182,6 +182,8 @@ class Stack:
             "RENTAN_ID_SECRET": secrets.token_hex(16),
             "RENTAN_BPJS_TIMEOUT_S": str(BPJS_TIMEOUT_S),
             "RENTAN_BPJS_MAX_BACKOFF_S": str(BPJS_MAX_BACKOFF_S),
+            # The scenarios kill workers: the survivors take their enrollments on sooner.
+            "RENTAN_WORKER_STICKY_TIMEOUT_S": "2",
             "RENTAN_LOG_FORMAT": "json",
             "RENTAN_LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",

@@ -26,7 +26,7 @@ from tests.reliability.stack import LAG_BOUND_S, Keys, Stack, village_lists, wor
 pytestmark = [pytest.mark.reliability, pytest.mark.stack]
 
 VILLAGES = 3
-PER_VILLAGE = 50
+PER_VILLAGE = 30
 
 
 def post_quietly(stack: Stack, path: str, key: str, body: dict[str, Any]) -> int | str:
