@@ -19,7 +19,7 @@ from rentan.demo import period_for, run_demo
 from tests.conftest import test_settings
 from tests.harness import eventually, make_sim, running_worker
 
-SIZE = 150
+SIZE = 60
 
 
 async def test_demo_cohort_ends_active_with_premium_and_no_plain_nik_in_temporal(
