@@ -25,7 +25,7 @@ import aiohttp
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain.records import Record
+from domain.records import Record, activated
 from workflows.messages import (
     END_COVERAGE,
     EXTEND_PARTICIPANT,
@@ -264,19 +264,19 @@ class BpjsActivities:
         # A retry after a failed write registers again under the same idempotency key (BPJS
         # answers with the same KPJ) and writes again (the record's key makes that a no-op).
         # The time is the server's, as every other step's: when this attempt began.
-        draft = request.activation
-        activation = dataclasses.replace(
-            draft,
-            snapshot=dataclasses.replace(
-                draft.snapshot,
-                kpj_number=result.kpj_number,
-                coverage_start=result.coverage_start,
-                coverage_end=result.coverage_end,
-                updated_at=activity.info().current_attempt_scheduled_time,
-            ),
+        at = activity.info().current_attempt_scheduled_time
+        await self.write(
+            [
+                activated(
+                    request.activation,
+                    kpj_number=result.kpj_number,
+                    coverage_start=result.coverage_start,
+                    coverage_end=result.coverage_end,
+                    at=at,
+                )
+            ]
         )
-        await self.write([activation])
-        return dataclasses.replace(result, activation=activation)
+        return dataclasses.replace(result, activation_written_at=at)
 
     @activity.defn(name=EXTEND_PARTICIPANT)
     async def extend_participant(self, request: ExtensionRequest) -> RegistrationResult:

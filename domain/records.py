@@ -7,6 +7,7 @@ recorder writes them (``models.recorder``), the reconcile command compares them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -81,3 +82,24 @@ class Record:
     def key(self) -> str:
         s = self.snapshot
         return f"{s.enrollment_id}:{s.run_id}:{s.seq}"
+
+
+def activated(
+    draft: Record,
+    *,
+    kpj_number: str,
+    coverage_start: dt.date,
+    coverage_end: dt.date,
+    at: dt.datetime,
+) -> Record:
+    """The activation's record as written once BPJS registered the person: the workflow's draft
+    with the KPJ, the coverage and the time filled in. The registration activity writes it and
+    the workflow keeps it, each made here from the same values."""
+    snapshot = dataclasses.replace(
+        draft.snapshot,
+        kpj_number=kpj_number,
+        coverage_start=coverage_start,
+        coverage_end=coverage_end,
+        updated_at=at,
+    )
+    return dataclasses.replace(draft, snapshot=snapshot)

@@ -22,7 +22,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.records import SYSTEM, Commitment, Record
+    from domain.records import SYSTEM, Commitment, Record, activated
     from domain.states import State, refusal
     from workflows import timing
     from workflows.messages import (
@@ -151,13 +151,21 @@ class EnrollmentWorkflow(RenewalSteps):
         self.closing = None
         self.kpj = result.kpj_number
         self.coverage = (result.coverage_start, result.coverage_end)
-        if result.activation is None:  # an adapter that records nothing: written here
+        if result.activation_written_at is None:  # an adapter that records nothing: here
             await self._write([self._take(State.ACTIVE, "activated", SYSTEM)])
             return
-        # Written by the activity with the KPJ and coverage filled in: the run keeps that.
-        self.seq = result.activation.snapshot.seq
+        # Written by the activity: the run keeps the same record.
+        self._records.append(
+            activated(
+                activation,
+                kpj_number=result.kpj_number,
+                coverage_start=result.coverage_start,
+                coverage_end=result.coverage_end,
+                at=result.activation_written_at,
+            )
+        )
+        self.seq = activation.snapshot.seq
         self.state = State.ACTIVE
-        self._records.append(result.activation)
 
     def _registration_request(self, activation: Record) -> RegistrationRequest:
         terms = self.inp.program

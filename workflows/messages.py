@@ -219,7 +219,8 @@ class RegistrationResult:
     kpj_number: str
     coverage_start: dt.date
     coverage_end: dt.date
-    activation: Record | None = None
+    # When the activity wrote the activation's record (``domain.records.activated``).
+    activation_written_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
