@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio import activity
+from temporalio.common import MetricHistogramTimedelta
 
 from domain.nik import enrollment_id_for
 from domain.premium import period_premium
@@ -102,13 +103,21 @@ class Recording:
         return await self.writer.run(work)
 
 
+_histograms: dict[tuple[str, str], MetricHistogramTimedelta] = {}
+
+
 def observe_lag(records: Sequence[Record]) -> None:
     """How long each record took from its step to the projection (inside an activity only)."""
     if not records or not activity.in_activity():
         return
-    histogram = activity.metric_meter().create_histogram_timedelta(
-        LAG_METRIC, "time from an enrollment's step to its record in the projection", "ms"
-    )
+    # One histogram per task queue and activity type (the attributes it carries), made once.
+    info = activity.info()
+    kind = (info.task_queue, info.activity_type)
+    histogram = _histograms.get(kind)
+    if histogram is None:
+        histogram = _histograms[kind] = activity.metric_meter().create_histogram_timedelta(
+            LAG_METRIC, "time from an enrollment's step to its record in the projection", "ms"
+        )
     now = dt.datetime.now(dt.UTC)
     for record in records:
         histogram.record(max(now - record.snapshot.updated_at, dt.timedelta(0)))
