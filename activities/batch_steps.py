@@ -409,17 +409,15 @@ def _budget_problems(batch: BudgetBatch, rows: dict[str, Enrollment]) -> list[st
 def _refusal(
     batch_id: str, actor: Actor, action: str, target: StepTarget, reason: str
 ) -> audit_chain.AuditEntry:
-    """A refused attempt, for the audit log (Temporal keeps no trace of a refused Update)."""
-    return audit_chain.AuditEntry(
-        event_key=f"refused:{batch_id}:{target.enrollment_id}",
-        occurred_at=dt.datetime.now(dt.UTC),
-        actor=actor.name,
-        role=actor.role,
-        action=f"refused_{action}",
+    """A refused attempt of a batch's, keyed by the batch: written once however often the batch
+    runs."""
+    return audit_chain.refused_attempt(
+        key=f"{batch_id}:{target.enrollment_id}",
+        actor=actor,
+        action=action,
         enrollment_id=target.enrollment_id,
         workflow_id=target.workflow_id or None,
-        state_before=target.state or None,
-        state_after=target.state or None,
+        state=target.state or None,
         reason=reason,
         detail={"batch": batch_id},
     )

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
+from domain.records import Actor
 from models.db import insert_new
 from models.prepared import Prepared
 from models.tables import AuditEvent, table
@@ -45,6 +46,34 @@ class AuditEntry:
     state_after: str | None = None
     reason: str = ""
     detail: dict[str, Any] | None = None
+
+
+def refused_attempt(
+    *,
+    key: str,
+    actor: Actor,
+    action: str,
+    enrollment_id: str,
+    workflow_id: str | None,
+    state: str | None,
+    reason: str,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """A step its workflow (or the ledger) refused: Temporal keeps no trace of a refused
+    Update, so the attempt, who made it and why it was refused are kept here."""
+    return AuditEntry(
+        event_key=f"refused:{key}",
+        occurred_at=dt.datetime.now(dt.UTC),
+        actor=actor.name,
+        role=actor.role,
+        action=f"refused_{action}",
+        enrollment_id=enrollment_id,
+        workflow_id=workflow_id,
+        state_before=state,
+        state_after=state,
+        reason=reason,
+        detail=detail,
+    )
 
 
 def _canonical_time(value: dt.datetime) -> str:

@@ -76,16 +76,13 @@ def audit_refusal(engine: Engine, actor: Actor, row: Enrollment, action: str, re
     with session_scope(engine) as session:
         audit_chain.append(
             session,
-            audit_chain.AuditEntry(
-                event_key=f"refused:{uuid.uuid4().hex}",
-                occurred_at=dt.datetime.now(dt.UTC),
-                actor=actor.name,
-                role=actor.role,
-                action=f"refused_{action}",
+            audit_chain.refused_attempt(
+                key=uuid.uuid4().hex,
+                actor=actor,
+                action=action,
                 enrollment_id=row.id,
                 workflow_id=row.workflow_id,
-                state_before=row.state,
-                state_after=row.state,
+                state=row.state,
                 reason=reason,
             ),
         )
