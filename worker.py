@@ -26,6 +26,7 @@ from activities.bpjs import BpjsActivities, BpjsAdapter, HttpBpjsAdapter
 from activities.recording import Recording
 from core import heap
 from core.logs import configure_logging, get_logger
+from core.sealing import sealer_for
 from core.settings import Settings, get_settings
 from core.temporal import connect, metrics_runtime
 from models.db import make_engine
@@ -101,7 +102,7 @@ def build_worker(
     sandboxed: bool = False,
 ) -> Worker:
     """A worker running every rentan workflow and activity on ``engine`` and ``adapter``."""
-    recording = Recording(engine)
+    recording = Recording(engine, sealer_for(settings))
     bpjs = BpjsActivities(adapter, write=recording.write)
     batches = BatchActivities(engine, recording)
     return Worker(

@@ -26,7 +26,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.recording import Recording
@@ -35,10 +35,11 @@ from domain.nik import mask
 from domain.records import Actor, Commitment, Record
 from domain.states import State
 from models import audit_chain, claims, ledger
+from models.conflicts import CONFLICT_MESSAGE, Conflict
 from models.db import session_scope
 from models.tables import Enrollment
 from workflows import search_attributes as sa
-from workflows.enrollment import EnrollmentWorkflow
+from workflows.enrollment import DUPLICATE_NOMINATION, EnrollmentWorkflow
 from workflows.messages import (
     APPROVE_BUDGET_BATCH,
     NOMINATE_LIST,
@@ -84,11 +85,14 @@ class _WholeRefusal(Exception):
 
 
 class Refused(Exception):
-    """The enrollment refused the step (its validator), or its workflow has ended."""
+    """The enrollment refused the step (its validator), or its workflow has ended; ``kind``
+    and ``details`` are the refusal's type and details, when the workflow gave them."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, kind: str = "", details: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.kind = kind
+        self.details = list(details)
 
 
 @dataclass
@@ -98,6 +102,7 @@ class _Written:
     records: list[Record] = field(default_factory=list)
     releases: list[Commitment] = field(default_factory=list)
     refusals: list[audit_chain.AuditEntry] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 class BatchActivities:
@@ -132,8 +137,12 @@ class BatchActivities:
             try:
                 result = await self._nominate(batch, inp, step)
             except Refused as exc:
+                error = exc.message
+                if exc.kind == DUPLICATE_NOMINATION:
+                    written.conflicts.append(_conflict(batch, inp, str(exc.details[0])))
+                    error = CONFLICT_MESSAGE
                 return Outcome(
-                    inp.enrollment_id, ok=False, error=exc.message, row=row.row, nik_masked=masked
+                    inp.enrollment_id, ok=False, error=error, row=row.row, nik_masked=masked
                 )
             written.records += result.records
             return Outcome(
@@ -141,7 +150,7 @@ class BatchActivities:
             )
 
         outcomes = await _each(batch.rows, one)
-        await self.recording.write(written.records)
+        await self.recording.write(written.records, conflicts=written.conflicts)
         return BatchResult(outcomes)
 
     async def _nominate(
@@ -193,6 +202,9 @@ class BatchActivities:
                     raise
                 ended = await _final_state(client, inp.enrollment_id)
                 if ended not in NOMINATED_AGAIN_AFTER:
+                    holder = await asyncio.to_thread(_village_of, self.engine, inp.enrollment_id)
+                    if holder is not None and holder != batch.village_code:
+                        raise Refused("", DUPLICATE_NOMINATION, [holder]) from None
                     raise Refused(
                         f"this person's enrollment {inp.enrollment_id} for {inp.program.code} "
                         f"ended {ended}; it cannot be nominated again for the same period"
@@ -351,6 +363,9 @@ async def _send(call: Callable[[], Awaitable[StepResult]]) -> StepResult:
         try:
             return await call()
         except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise Refused(cause.message, cause.type or "", cause.details) from None
             raise Refused(refusal_of(err)) from None
         except NOT_SENT_ERRORS as err:
             if isinstance(err, RPCError) and err.status in _ANSWERS:
@@ -425,3 +440,23 @@ def _refusal(
 
 def _masked(inp: EnrollmentInput) -> str:
     return mask(inp.person.nik)
+
+
+def _conflict(batch: NominationList, inp: EnrollmentInput, holder: str) -> Conflict:
+    return Conflict(
+        program_code=batch.program_code,
+        enrollment_id=inp.enrollment_id,
+        nik_masked=_masked(inp),
+        held_by_village=holder,
+        nominated_by_village=batch.village_code,
+        actor=batch.actor,
+        batch_id=batch.batch_id,
+        occurred_at=dt.datetime.now(dt.UTC),
+    )
+
+
+def _village_of(engine: Engine, enrollment_id: str) -> str | None:
+    """The village whose nomination the projection shows for this enrollment."""
+    with Session(engine) as session:
+        row = session.get(Enrollment, enrollment_id)
+        return row.village_code if row else None

@@ -18,10 +18,13 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.common import MetricHistogramTimedelta
 
+from core.sealing import Sealer
 from domain.nik import enrollment_id_for
 from domain.premium import period_premium
 from domain.records import Commitment, Record
 from models import audit_chain, claims, ledger
+from models.conflicts import Conflict
+from models.conflicts import record as record_conflicts
 from models.recorder import write_records
 from models.tables import Program
 from models.writer import GroupCommitWriter
@@ -38,8 +41,9 @@ LAG_METRIC = "rentan_projection_lag"
 
 
 class Recording:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer) -> None:
         self.engine = engine
+        self.sealer = sealer
         # Each transaction takes the audit chain's lock first (PostgreSQL): two workers'
         # batches then never hold a funding source and the chain in opposite orders.
         self.writer = GroupCommitWriter(engine, on_begin=audit_chain.lock_chain)
@@ -51,13 +55,15 @@ class Recording:
         releases: Sequence[Commitment] = (),
         unclaim: PeriodRelease | None = None,
         refusals: Sequence[audit_chain.AuditEntry] = (),
+        conflicts: Sequence[Conflict] = (),
     ) -> None:
-        """Write records, with the commitments their steps release, the claim they give up and
-        the refused attempts to audit: one transaction."""
+        """Write records, with the commitments their steps release, the claim they give up,
+        the refused attempts to audit and the nomination conflicts for DPMD: one
+        transaction."""
         reason = f"{records[0].action}: {records[0].reason}".rstrip(": ") if records else ""
 
         def work(session: Session) -> None:
-            write_records(session, records)
+            write_records(session, records, self.sealer)
             now = dt.datetime.now(dt.UTC)
             for commitment in releases:
                 ledger.release(session, commitment, by="rentan", reason=reason, at=now)
@@ -70,6 +76,7 @@ class Recording:
                 )
             for entry in refusals:
                 audit_chain.append(session, entry)
+            record_conflicts(session, conflicts)
 
         await self.writer.run(work)
         observe_lag(records)

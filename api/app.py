@@ -9,11 +9,13 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.deps import no_nul_in_url
+from api.gate import Gate
 from api.problems import document_problems, install_error_handlers
 from api.request_log import RequestLogMiddleware
 from api.routers import (
     batches_router,
     codec_router,
+    conflicts_router,
     enrollments_router,
     health_router,
     nominations_router,
@@ -44,17 +46,26 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Depends(no_nul_in_url)],
     )
     install_error_handlers(app)
+    # Outermost last: CORS (a preflight needs no key), the request log, then the gate.
+    app.add_middleware(Gate)
     app.add_middleware(RequestLogMiddleware)
-    for module in (
-        health_router,
-        programs_router,
-        nominations_router,
-        enrollments_router,
-        batches_router,
-        records_router,
-        codec_router,
-    ):
-        app.include_router(module.router)
+    routers = [
+        module.router
+        for module in (
+            health_router,
+            programs_router,
+            nominations_router,
+            enrollments_router,
+            batches_router,
+            records_router,
+            conflicts_router,
+            codec_router,
+        )
+    ]
+    for router in routers:
+        app.include_router(router)
+    # Each route by its full path, for the gate to name what it refused before routing ran.
+    app.state.named_routes = [route for router in routers for route in router.routes]
     document_problems(app)
     # The Temporal UI (another origin) calls the codec endpoint from the browser.
     app.add_middleware(

@@ -1,6 +1,7 @@
 """Authentication and roles, in one place: every route declares what it needs through these.
 
-No key or an unknown key: 401. A known key whose role may not do this: 403. A village operator
+No key or an unknown key: 401, answered by the gate (``api.gate``) before the body is read. A
+known key whose role may not do this: 403. A village operator
 asking for another village's enrollment gets 404 (``ensure_visible``): it must not learn that
 the enrollment exists.
 """
@@ -12,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SessionDep, StateDep, end_read
+from api.deps import StateDep
 from domain.records import Actor
 from models.tables import Enrollment
-from services.keys import Principal, Role, authenticate
+from services.keys import Principal, Role
 from services.steps import find_enrollment
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `rentan keys create`.")
@@ -26,15 +27,12 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 async def current_principal(
     request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    """The caller the gate authenticated (``api.gate``) before any body was read."""
+    principal = request.scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
         raise HTTPException(401, "an API key is required: Authorization: Bearer <key>", _CHALLENGE)
-    principal = authenticate(session, credentials.credentials)
-    if principal is None:
-        raise HTTPException(401, "unknown or revoked API key", _CHALLENGE)
-    end_read(session)  # the route may wait long on Temporal: hold no snapshot meanwhile
     # For the one-line-per-request log (the middleware reads request.state).
     request.state.actor = principal.name
     request.state.role = principal.role.value
@@ -65,7 +63,10 @@ def ensure_visible(principal: Principal, village_code: str, what: str) -> None:
 
 def actor_of(principal: Principal) -> Actor:
     return Actor(
-        name=principal.name, role=principal.role.value, village_code=principal.village_code
+        name=principal.name,
+        role=principal.role.value,
+        village_code=principal.village_code,
+        id=f"key:{principal.key_id}",
     )
 
 

@@ -27,16 +27,6 @@ async def get_session(state: Annotated[AppState, Depends(get_state)]) -> AsyncIt
         yield session
 
 
-def end_read(session: Session) -> None:
-    """End the request's read transaction before waiting on Temporal or the client.
-
-    The request's session lives until the response is sent. Left open across a wait (a batch
-    of 100 Updates, a list upload), its read transaction pinned an old snapshot: SQLite could
-    not checkpoint its WAL past it (382 MB and growing in the full bench) and PostgreSQL
-    keeps old row versions for it. A later use of the session starts a fresh transaction."""
-    session.close()
-
-
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
 

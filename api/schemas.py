@@ -162,6 +162,8 @@ class EnrollmentOut(BaseModel):
     premium_idr: int
     funding_source: str | None
     updated_at: dt.datetime
+    # An exception DPMD must resolve (BPJS refused the termination for good), else null.
+    attention: str | None = None
 
 
 class EnrollmentPage(BaseModel):
@@ -230,6 +232,13 @@ class TerminationIn(Body):
     note: str = Field(default="", max_length=1000)
 
 
+class ExceptionResolutionIn(Body):
+    """``retry``: tell BPJS again; otherwise the exception was settled outside rentan."""
+
+    retry: bool
+    note: str = Field(min_length=1, max_length=1000)
+
+
 class RenewalIn(Body):
     confirm: bool
     reason: str = Field(default="", max_length=1000)
@@ -246,6 +255,32 @@ class ResubmissionIn(Body):
     reason: str = Field(min_length=1, max_length=1000)
 
 
+# --- nomination conflicts ------------------------------------------------------------------
+
+
+class ConflictOut(BaseModel):
+    id: int
+    program: str
+    enrollment_id: str
+    nik_masked: str
+    held_by_village: str
+    nominated_by_village: str
+    nominated_by: str
+    occurred_at: dt.datetime
+    resolved_at: dt.datetime | None
+    resolved_by: str | None
+    resolution: str | None
+
+
+class ConflictPage(BaseModel):
+    items: list[ConflictOut]
+    next_cursor: int | None
+
+
+class ConflictResolutionIn(Body):
+    note: str = Field(min_length=1, max_length=1000)
+
+
 # --- history, audit, reports ---------------------------------------------------------------
 
 
@@ -253,6 +288,7 @@ class AuditEventOut(BaseModel):
     id: int
     occurred_at: dt.datetime
     actor: str
+    actor_id: str
     role: str
     action: str
     enrollment_id: str | None
@@ -281,6 +317,7 @@ class ReportLineOut(BaseModel):
     enrollments: int
     active: int
     premium_idr: int
+    open_exceptions: int
 
 
 class CoverageReportOut(BaseModel):
@@ -289,6 +326,17 @@ class CoverageReportOut(BaseModel):
     lines: list[ReportLineOut]
     total_enrollments: int
     total_premium_idr: int
+    total_open_exceptions: int
+
+
+class CoverageIn(Body):
+    """Whose coverage, on which day. The NIK travels in the body, never in a URL (proxies and
+    access logs keep URLs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nik: str = Field(min_length=1, max_length=40)
+    on: dt.date
 
 
 class CoverageOut(BaseModel):

@@ -1,9 +1,12 @@
 """AES-256-GCM payload codec: NIK, names and birth dates never sit in plain text in Temporal.
 
 Every payload the client or a worker sends is encrypted before it leaves the process (but for
-``None``, which carries nothing); the key id travels in the payload's metadata so keys can be
-rotated (old payloads stay readable while their key is still configured). Failure messages and
-stack traces are moved into encoded attributes too
+``None``, which carries nothing), and one that arrives in plain is refused (rentan sends none):
+it decodes to a value no converter reads, so the step that carried it is rejected.
+The key id travels in the payload's metadata, so keys rotate: payloads are encrypted with the
+current key and decrypted with whichever configured key they name, old keys being kept
+(``RENTAN_PAYLOAD_OLD_KEYS``) until no open workflow holds a payload they sealed. Failure
+messages and stack traces are moved into encoded attributes too
 (``DefaultFailureConverterWithEncodedAttributes``), since an error message may quote a name.
 """
 
@@ -18,12 +21,18 @@ from temporalio.converter import PayloadCodec
 
 ENCODING = b"binary/encrypted"
 _NULL = b"binary/null"
+# What a plain payload decodes to: no converter reads this encoding, so its reader fails.
+REFUSED = b"binary/refused-plain"
 KEY_ID = "encryption-key-id"
 _NONCE = 12
 
 
 class PayloadKeyUnknown(ValueError):
     """A payload was encrypted with a key id this process does not have."""
+
+
+class PayloadNotEncrypted(ValueError):
+    """A payload came in plain (not from rentan: typed into a UI, say) and is refused."""
 
 
 class EncryptionCodec(PayloadCodec):
@@ -39,7 +48,15 @@ class EncryptionCodec(PayloadCodec):
         return [self.encrypt(p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self.decrypt(p) for p in payloads]
+        return [self._read(p) for p in payloads]
+
+    def _read(self, payload: Payload) -> Payload:
+        try:
+            return self.decrypt(payload)
+        except PayloadNotEncrypted:
+            # Refused in the value, not the batch: an Update whose argument cannot be read is
+            # rejected, where a codec error would fail the workflow task and stall the workflow.
+            return Payload(metadata={"encoding": REFUSED})
 
     def encrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") == _NULL and not payload.data:
@@ -53,8 +70,13 @@ class EncryptionCodec(PayloadCodec):
         )
 
     def decrypt(self, payload: Payload) -> Payload:
-        if payload.metadata.get("encoding") != ENCODING:
+        """The payload sealed by ``encrypt``; ``None`` passes as it is, anything else plain is
+        refused: every payload rentan sends is sealed, so a plain one was made elsewhere."""
+        encoding = payload.metadata.get("encoding")
+        if encoding == _NULL and not payload.data:
             return payload
+        if encoding != ENCODING:
+            raise PayloadNotEncrypted(f"payload in plain {encoding!r} refused")
         key_id = payload.metadata.get(KEY_ID, b"").decode()
         cipher = self._ciphers.get(key_id)
         if cipher is None:

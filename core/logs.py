@@ -4,7 +4,9 @@ JSON lines when stderr is not a terminal (what operators ship to their log store
 renderer on one. Standard-library loggers (uvicorn, temporalio, sqlalchemy, alembic) are routed
 through the same processors so every line has the same shape. Context (request id, actor,
 enrollment id, workflow id) is bound with ``structlog.contextvars`` rather than formatted into
-messages. Any 16-digit run that looks like a NIK is masked before a line is written.
+messages. Any 16-digit run that looks like a NIK is masked in the finished line, after the
+renderer and the traceback formatting, so an exception's message or a value in a traceback is
+masked too.
 """
 
 from __future__ import annotations
@@ -20,21 +22,29 @@ from structlog.typing import EventDict, Processor
 _configured = False
 
 # A NIK is 16 digits; mask any free-standing 16-digit run, whichever field it hides in.
-_NIK_RUN = re.compile(r"(?<!\d)(\d{6})\d{6}(\d{4})(?!\d)")
+_NIK_RUN = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{2})(?!\d)")
 
 
 def mask_nik(value: str) -> str:
-    """``1603015204900001`` -> ``160301******0001``: region and serial kept, birth date hidden."""
-    return _NIK_RUN.sub(r"\1******\2", value)
+    """``1603015204900001`` -> ``160301********01``, as ``domain.nik.mask`` shows a NIK."""
+    return _NIK_RUN.sub(r"\1********\2", value)
 
 
-def _mask_personal_data(_: Any, __: str, event_dict: EventDict) -> EventDict:
+def _nik_as_text(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """A NIK held as a number would render as a bare 16-digit JSON number, which the line's
+    mask would turn into invalid JSON: render it as text first."""
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = mask_nik(value)
-        elif isinstance(value, int) and len(str(value)) == 16:
-            event_dict[key] = mask_nik(str(value))
+        if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) == 16:
+            event_dict[key] = str(value)
     return event_dict
+
+
+class _MaskingFormatter(structlog.stdlib.ProcessorFormatter):
+    """The finished line, whatever produced it (the event, a traceback, a foreign logger's
+    message), with every NIK masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_nik(super().format(record))
 
 
 def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
@@ -51,7 +61,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _mask_personal_data,
+        _nik_as_text,
     ]
     renderer: Processor = (
         structlog.processors.JSONRenderer()
@@ -68,7 +78,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = _MaskingFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,

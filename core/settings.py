@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import secrets
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -25,6 +27,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RENTAN_"
+MIN_SECRET_CHARS = 32
+MIN_SECRET_BITS = 96
+MIN_BITS_PER_CHAR = 3.0  # "changeme" repeated has 2.75; 32 random hex digits about 3.6
 PAYLOAD_KEY_FILE = "payload-key"
 
 
@@ -77,9 +82,17 @@ class Settings(BaseSettings):
     # embedded stack; required in production so that no worker ever invents its own key.
     payload_key: str | None = None
     payload_key_id: str = "k1"
+    # Keys rotated out, still needed to read what they sealed: "id:base64,id:base64".
+    payload_old_keys: str = ""
 
-    # HMAC secret: workflow ids derive from NIK + program without exposing the NIK.
+    # HMAC secret: workflow ids derive from NIK + program without exposing the NIK. It can never
+    # change: every enrollment id and person key is derived from it.
     id_secret: str | None = None
+
+    # Ed25519 seed (base64 of 32 bytes) signing the audit chain's checkpoints
+    # (``rentan audit checkpoint``): keep it where the checkpoints are taken, off the database
+    # host. Generated under data_dir for the embedded stack.
+    audit_signing_key: str | None = None
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -116,16 +129,36 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:// or postgresql://")
         return value
 
-    @field_validator("payload_key")
+    @field_validator("payload_key", "audit_signing_key")
     @classmethod
     def _key_is_32_bytes(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                raw = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise ValueError("must be base64") from exc
-            if len(raw) != 32:
-                raise ValueError("must be base64 of exactly 32 bytes (AES-256)")
+            _check_256_bit_key(value)
+        return value
+
+    @field_validator("id_secret")
+    @classmethod
+    def _secret_is_strong(cls, value: str | None) -> str | None:
+        """Long and varied enough that guessing it (and so every person's key) is hopeless."""
+        if value is not None:
+            if len(value) < MIN_SECRET_CHARS:
+                raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters")
+            bits = _entropy_bits(value)
+            if bits < MIN_SECRET_BITS or bits / len(value) < MIN_BITS_PER_CHAR:
+                raise ValueError(
+                    "is too predictable (few distinct characters); generate one, e.g. "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+        return value
+
+    @field_validator("payload_old_keys")
+    @classmethod
+    def _old_keys(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            key_id, sep, key = item.partition(":")
+            if not sep or not key_id:
+                raise ValueError("must be id:base64-key pairs separated by commas")
+            _check_256_bit_key(key)
         return value
 
     @model_validator(mode="after")
@@ -180,11 +213,44 @@ class Settings(BaseSettings):
             return base64.b64decode(self.payload_key)
         return base64.b64decode(_embedded_secret(self.data_dir / PAYLOAD_KEY_FILE, 32))
 
+    def payload_keys(self) -> dict[str, bytes]:
+        """Every payload key by id: the current one and those rotated out."""
+        keys = {
+            key_id.strip(): base64.b64decode(key)
+            for key_id, _, key in (
+                part.strip().partition(":") for part in self.payload_old_keys.split(",")
+            )
+            if key_id.strip()
+        }
+        keys[self.payload_key_id] = self.payload_key_bytes()
+        return keys
+
+    def audit_signing_key_bytes(self) -> bytes:
+        """The checkpoints' signing seed; in the embedded stack generated once into data_dir."""
+        if self.audit_signing_key:
+            return base64.b64decode(self.audit_signing_key)
+        return base64.b64decode(_embedded_secret(self.data_dir / "audit-signing-key", 32))
+
     def id_secret_bytes(self) -> bytes:
         """The secret behind workflow ids; in the embedded stack generated once into data_dir."""
         if self.id_secret:
             return self.id_secret.encode()
         return base64.b64decode(_embedded_secret(self.data_dir / "id-secret", 32))
+
+
+def _entropy_bits(value: str) -> float:
+    """Shannon entropy of the characters, times the length: a rough bound on guessing work."""
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values()) * len(value)
+
+
+def _check_256_bit_key(value: str) -> None:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be base64") from exc
+    if len(raw) != 32:
+        raise ValueError("must be base64 of exactly 32 bytes (a 256-bit key)")
 
 
 def _embedded_secret(path: Path, size: int) -> str:

@@ -73,10 +73,7 @@ class PayloadConverter(CompositePayloadConverter):
 
 def data_converter(settings: Settings) -> temporalio.converter.DataConverter:
     """The converter every rentan client and worker uses, so all payloads are encrypted."""
-    codec = EncryptionCodec(
-        key_id=settings.payload_key_id,
-        keys={settings.payload_key_id: settings.payload_key_bytes()},
-    )
+    codec = EncryptionCodec(key_id=settings.payload_key_id, keys=settings.payload_keys())
     # The pydantic converter handles dates in the dataclasses of ``workflows.messages``.
     return temporalio.converter.DataConverter(
         payload_converter_class=PayloadConverter,

@@ -18,3 +18,4 @@ class ProgramTerms:
     verification_reminder_days: int = 7
     verification_deadline_days: int = 14
     verification_expiry_days: int | None = None
+    max_age: int = 60

@@ -19,9 +19,12 @@ class Actor:
     name: str
     role: str
     village_code: str | None = None
+    # The credential's unique id (``key:17`` for an API key, ``user:5`` for a person's account);
+    # the name is for people to read and need not be unique.
+    id: str = ""
 
 
-SYSTEM = Actor(name="rentan", role="system")
+SYSTEM = Actor(name="rentan", role="system", id="system")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Snapshot:
     nominated_by: str
     nominated_at: dt.datetime
     updated_at: dt.datetime
+    # An exception DPMD must resolve (BPJS refused a termination for good), else None.
+    attention: str | None = None
 
 
 @dataclass(frozen=True)

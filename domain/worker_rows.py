@@ -1,7 +1,8 @@
 """Validation of one nominated worker row, field by field, with the program's rules.
 
 Both the API (per-row results of a nomination list) and the demo use ``validate_row``; the
-workflow receives only rows that passed it.
+workflow receives only rows that passed it, and checks a resubmission's corrections by the same
+rules (``correction_errors``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from domain.premium import DEFAULT_DECLARED_INCOME_IDR
 from domain.regions import Village
 
 MAX_NAME_LENGTH = 120
+MIN_AGE = 15
 MIN_DECLARED_INCOME_IDR = 1_000
 MAX_DECLARED_INCOME_IDR = 100_000_000
 
@@ -78,23 +80,63 @@ def age_on(birth_date: dt.date, day: dt.date) -> int:
     return years - ((day.month, day.day) < (birth_date.month, birth_date.day))
 
 
+def normal_name(text: str) -> str:
+    return " ".join(text.split())
+
+
+def name_errors(full_name: str) -> list[FieldError]:
+    """A person's name, whitespace already normalized (``normal_name``)."""
+    if not full_name:
+        return [FieldError("full_name", "full name is required")]
+    if len(full_name) > MAX_NAME_LENGTH:
+        return [FieldError("full_name", f"at most {MAX_NAME_LENGTH} characters")]
+    if (
+        _has_control(full_name)
+        or any(ch in full_name for ch in "<>=;{}\\")
+        or (full_name[0] in "=+-@")
+    ):
+        return [FieldError("full_name", "contains characters a name cannot have")]
+    return []
+
+
+def age_errors(birth_date: dt.date, rules: ProgramRules) -> list[FieldError]:
+    age = age_on(birth_date, rules.period_start)
+    if age > rules.max_age:
+        message = f"aged {age} when the period starts; the program's limit is {rules.max_age}"
+        return [FieldError("birth_date", message)]
+    if age < MIN_AGE:
+        return [FieldError("birth_date", f"aged {age}: too young to be a worker")]
+    return []
+
+
+def correction_errors(
+    number: str,
+    *,
+    full_name: str,
+    birth_date: dt.date,
+    gender: str,
+    rules: ProgramRules,
+) -> list[FieldError]:
+    """A person's data as a correction leaves it, by the same rules as a nominated row."""
+    errors = name_errors(full_name)
+    if gender not in ("L", "P"):
+        errors.append(FieldError("gender", "gender must be L or P"))
+    known = gender if gender in ("L", "P") else None
+    return (
+        errors
+        + nik_rules.check(number, birth_date=birth_date, gender=known)
+        + age_errors(birth_date, rules)
+    )
+
+
 def validate_row(
     row: WorkerRow, *, village: Village, rules: ProgramRules
 ) -> tuple[Worker | None, list[FieldError]]:
     """The validated worker, or None with every field error found (not only the first)."""
     errors: list[FieldError] = []
 
-    full_name = " ".join((row.full_name or "").split())
-    if not full_name:
-        errors.append(FieldError("full_name", "full name is required"))
-    elif len(full_name) > MAX_NAME_LENGTH:
-        errors.append(FieldError("full_name", f"at most {MAX_NAME_LENGTH} characters"))
-    elif (
-        _has_control(full_name)
-        or any(ch in full_name for ch in "<>=;{}\\")
-        or (full_name[0] in "=+-@")
-    ):
-        errors.append(FieldError("full_name", "contains characters a name cannot have"))
+    full_name = normal_name(row.full_name or "")
+    errors += name_errors(full_name)
 
     birth_date: dt.date | None = None
     if not row.birth_date:
@@ -143,18 +185,8 @@ def validate_row(
         errors += nik_rules.check(
             number, birth_date=birth_date, gender=gender if gender in ("L", "P") else None
         )
-
     if birth_date is not None:
-        age = age_on(birth_date, rules.period_start)
-        if age > rules.max_age:
-            errors.append(
-                FieldError(
-                    "birth_date",
-                    f"aged {age} when the period starts; the program's limit is {rules.max_age}",
-                )
-            )
-        elif age < 15:
-            errors.append(FieldError("birth_date", f"aged {age}: too young to be a worker"))
+        errors += age_errors(birth_date, rules)
 
     if errors or birth_date is None or category is None:
         return None, errors

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event as orm_events
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
@@ -39,6 +39,8 @@ class AuditEntry:
     actor: str
     role: str
     action: str
+    # Whose credential took the step (``key:17``, ``user:5``): names need not be unique.
+    actor_id: str = ""
     enrollment_id: str | None = None
     workflow_id: str | None = None
     run_id: str | None = None
@@ -65,6 +67,7 @@ def refused_attempt(
         event_key=f"refused:{key}",
         occurred_at=dt.datetime.now(dt.UTC),
         actor=actor.name,
+        actor_id=actor.id,
         role=actor.role,
         action=f"refused_{action}",
         enrollment_id=enrollment_id,
@@ -86,6 +89,7 @@ _HASHED = (
     "event_key",
     "occurred_at",
     "actor",
+    "actor_id",
     "role",
     "action",
     "enrollment_id",
@@ -157,6 +161,7 @@ def append(session: Session, entry: AuditEntry) -> int | None:
         "event_key": entry.event_key,
         "occurred_at": entry.occurred_at.astimezone(dt.UTC),
         "actor": entry.actor,
+        "actor_id": entry.actor_id,
         "role": entry.role,
         "action": entry.action,
         "enrollment_id": entry.enrollment_id,
@@ -206,3 +211,31 @@ def verify_chain(session: Session, *, batch: int = 5000) -> ChainCheck:
                 return ChainCheck(ok=False, checked=checked, first_broken=event.id)
             prev = event.hash
             last_id = event.id or last_id
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where the chain ends: its row count, last row id and that row's hash."""
+
+    count: int
+    last_id: int
+    hash: str
+
+
+def head(session: Session) -> Head:
+    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(1)).first()
+    if last is None or last.id is None:
+        return Head(0, 0, GENESIS)
+    count = session.exec(select(func.count()).select_from(AuditEvent)).one()
+    return Head(int(count), last.id, last.hash)
+
+
+def head_at(session: Session, last_id: int) -> Head | None:
+    """The chain as it stood when ``last_id`` was its last row, or None if that row is gone."""
+    row = session.get(AuditEvent, last_id)
+    if row is None:
+        return None
+    count = session.exec(
+        select(func.count()).select_from(AuditEvent).where(col(AuditEvent.id) <= last_id)
+    ).one()
+    return Head(int(count), last_id, row.hash)

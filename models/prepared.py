@@ -122,6 +122,7 @@ def _as_sqlalchemy_error(
         dict(params),
         exc,
         dialect.loaded_dbapi.Error,
+        hide_parameters=True,  # a row's values are personal data: never in an error
         connection_invalidated=lost,
         dialect=dialect,
     )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Insert, tuple_
 from sqlmodel import Session
 
+from core.sealing import Sealer
 from domain.records import Record
 from models import audit_chain
 from models.db import upsert_into
@@ -43,8 +44,8 @@ def _upsert(dialect: str) -> Insert:
 _UPSERT_ROW = Prepared(_upsert)
 
 
-def row_values(record: Record) -> dict[str, Any]:
-    """The enrollment row as the record leaves it."""
+def row_values(record: Record, sealer: Sealer) -> dict[str, Any]:
+    """The enrollment row as the record leaves it, its birth date sealed."""
     s = record.snapshot
     return {
         "id": s.enrollment_id,
@@ -57,7 +58,7 @@ def row_values(record: Record) -> dict[str, Any]:
         "person_key": s.person_key,
         "nik_masked": s.nik_masked,
         "full_name": s.full_name,
-        "birth_date": s.birth_date,
+        "birth_date_sealed": sealer.seal(s.birth_date.isoformat(), row=s.enrollment_id),
         "gender": s.gender,
         "phone": s.phone,
         "village_code": s.village_code,
@@ -72,6 +73,7 @@ def row_values(record: Record) -> dict[str, Any]:
         "nominated_by": s.nominated_by,
         "nominated_at": s.nominated_at,
         "updated_at": s.updated_at,
+        "attention": s.attention,
     }
 
 
@@ -81,6 +83,7 @@ def audit_entry(record: Record) -> audit_chain.AuditEntry:
         event_key=record.key,
         occurred_at=s.updated_at,
         actor=record.actor.name,
+        actor_id=record.actor.id,
         role=record.actor.role,
         action=record.action,
         enrollment_id=s.enrollment_id,
@@ -93,9 +96,9 @@ def audit_entry(record: Record) -> audit_chain.AuditEntry:
     )
 
 
-def write_records(session: Session, records: Sequence[Record]) -> None:
+def write_records(session: Session, records: Sequence[Record], sealer: Sealer) -> None:
     """Write ``records`` in the caller's transaction; idempotent and order-independent."""
     sql = session.connection()
     for record in records:
-        _UPSERT_ROW.run(sql, row_values(record))
+        _UPSERT_ROW.run(sql, row_values(record, sealer))
         audit_chain.append(session, audit_entry(record))

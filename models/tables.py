@@ -65,6 +65,7 @@ class Program(SQLModel, table=True):
             verification_reminder_days=self.verification_reminder_days,
             verification_deadline_days=self.verification_deadline_days,
             verification_expiry_days=self.verification_expiry_days,
+            max_age=self.max_age,
         )
 
 
@@ -109,7 +110,8 @@ class Enrollment(SQLModel, table=True):
     person_key: str = Field(index=True, max_length=64)
     nik_masked: str = Field(max_length=16)
     full_name: str = Field(max_length=120)
-    birth_date: dt.date
+    # Sealed (core.sealing): beside the masked NIK it would give the whole NIK back.
+    birth_date_sealed: str = Field(max_length=100)
     gender: str = Field(max_length=1)
     phone: str | None = Field(default=None, max_length=16)
     village_code: str = Field(foreign_key="village.code", max_length=13)
@@ -124,6 +126,8 @@ class Enrollment(SQLModel, table=True):
     nominated_by: str = Field(max_length=80)
     nominated_at: dt.datetime
     updated_at: dt.datetime
+    # An exception DPMD must resolve (BPJS refused a termination for good), else None.
+    attention: str | None = Field(default=None, max_length=300)
 
 
 class Commitment(SQLModel, table=True):
@@ -170,6 +174,27 @@ class PeriodClaim(SQLModel, table=True):
     claimed_at: dt.datetime
 
 
+class NominationConflict(SQLModel, table=True):
+    """A village nominated a person another village's nomination holds this period. The
+    village is told only that; DPMD sees both villages here until someone resolves it."""
+
+    __tablename__ = "nomination_conflict"
+    __table_args__ = (UniqueConstraint("batch_id", "enrollment_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    program_code: str = Field(foreign_key="program.code", index=True, max_length=40)
+    enrollment_id: str = Field(max_length=40)
+    nik_masked: str = Field(max_length=16)
+    held_by_village: str = Field(foreign_key="village.code", max_length=13)
+    nominated_by_village: str = Field(foreign_key="village.code", max_length=13)
+    nominated_by: str = Field(max_length=80)
+    batch_id: str = Field(max_length=64)
+    occurred_at: dt.datetime
+    resolved_at: dt.datetime | None = None
+    resolved_by: str | None = Field(default=None, max_length=80)
+    resolution: str | None = Field(default=None, max_length=1000)
+
+
 class AuditEvent(SQLModel, table=True):
     """Append-only, hash-chained: each row's hash covers its content and the previous row's hash."""
 
@@ -179,6 +204,7 @@ class AuditEvent(SQLModel, table=True):
     event_key: str = Field(unique=True, max_length=160)
     occurred_at: dt.datetime
     actor: str = Field(max_length=80)
+    actor_id: str = Field(default="", max_length=40)
     role: str = Field(max_length=40)
     action: str = Field(index=True, max_length=40)
     enrollment_id: str | None = Field(default=None, index=True, max_length=40)
@@ -205,3 +231,4 @@ class ApiKey(SQLModel, table=True):
     prefix: str = Field(max_length=12)  # the key's first characters, to tell keys apart in lists
     created_at: dt.datetime = Field(default_factory=utcnow)
     revoked_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None  # refused from then on; None: until revoked

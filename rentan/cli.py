@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from core.logs import configure_logging, get_logger
-from core.settings import Settings, SettingsError, get_settings
+from core.logs import get_logger
+from rentan.audit_commands import audit_app
+from rentan.command_context import command_settings
 
 app = typer.Typer(
     help="rentan: BPJS Ketenagakerjaan enrollment workflows for vulnerable village workers.",
@@ -21,17 +24,10 @@ keys_app = typer.Typer(
     help="API keys: one per person or system, each with one role.", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 
-def _settings() -> Settings:
-    """Settings and logging for a command; bad settings end the command with the variable named."""
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        typer.echo(f"rentan: {exc}", err=True)
-        raise typer.Exit(2) from None
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    return settings
+_settings = command_settings
 
 
 @app.command()
@@ -212,6 +208,38 @@ def bench(ctx: typer.Context) -> None:
 
 
 @app.command()
+def backup(
+    to: Annotated[Path, typer.Option("--to", help="A new directory for the backup.")],
+) -> None:
+    """Back up the stopped embedded stack: Temporal and the projection, as one pair."""
+    from rentan.backup import backup as take_backup
+    from rentan.stack import StackError
+
+    try:
+        manifest = take_backup(_settings(), to)
+    except StackError as exc:
+        typer.echo(f"rentan: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"backed up {', '.join(manifest.files)} into {to} ({manifest.taken_at})")
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Option("--from", help="A directory `rentan backup` wrote.")],
+) -> None:
+    """Restore a backup into the stopped embedded stack (then: up, reconcile --check)."""
+    from rentan.backup import restore as put_back
+    from rentan.stack import StackError
+
+    try:
+        manifest = put_back(_settings(), source)
+    except StackError as exc:
+        typer.echo(f"rentan: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"restored the backup of {manifest.taken_at}")
+
+
+@app.command()
 def reconcile(
     check: Annotated[
         bool, typer.Option("--check", help="Report the differences (the default).")
@@ -251,6 +279,7 @@ def reconcile(
         )
 
     async def main() -> int:
+        from core.sealing import sealer_for
         from core.temporal import connect
 
         client = await connect(settings, identity="rentan-reconcile")
@@ -261,6 +290,7 @@ def reconcile(
                 engine,
                 program=program,
                 repair=repair,
+                sealer=sealer_for(settings),
                 rate_per_s=rate,
                 checkpoint=checkpoint,
                 restart=restart,
@@ -291,6 +321,9 @@ def keys_create(
         str | None, typer.Option(help="Village code (village_operator keys only).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Who holds the key.")] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, help="Refused after this many days (default: never).")
+    ] = None,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
     from models.db import make_engine
@@ -308,7 +341,13 @@ def keys_create(
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     try:
-        key = create_key(engine, role=parsed, name=name or parsed.value, village_code=village)
+        key = create_key(
+            engine,
+            role=parsed,
+            name=name or parsed.value,
+            village_code=village,
+            expires_at=_days_from_now(expires_in_days),
+        )
     except KeyRefused as exc:
         typer.echo(f"rentan: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -326,7 +365,12 @@ def keys_list() -> None:
     settings = _settings()
     engine = make_engine(settings.resolved_database_url)
     for key in list_keys(engine):
-        revoked = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        if key.revoked_at:
+            revoked = f"revoked {key.revoked_at:%Y-%m-%d}"
+        elif key.expires_at:
+            revoked = f"expires {key.expires_at:%Y-%m-%d %H:%M}"
+        else:
+            revoked = "active"
         typer.echo(
             f"{key.id}\t{key.name}\t{key.role}\t{key.village_code or '-'}\t{key.prefix}…\t"
             f"{key.created_at:%Y-%m-%d}\t{revoked}"
@@ -350,6 +394,42 @@ def keys_revoke(
         typer.echo(f"rentan: no active key with id {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"key {key_id} revoked")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")],
+    grace_hours: Annotated[
+        float, typer.Option(min=0.0, help="How long the old key keeps working.")
+    ] = 24.0,
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, help="The new key's life (default: never expires).")
+    ] = None,
+) -> None:
+    """Replace a key: print a new one for the same holder; the old one is refused after the
+    grace period."""
+    from models.db import make_engine
+    from services.keys import KeyRefused, rotate_key
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        key = rotate_key(
+            engine,
+            key_id,
+            grace=dt.timedelta(hours=grace_hours),
+            expires_at=_days_from_now(expires_in_days),
+        )
+    except KeyRefused as exc:
+        typer.echo(f"rentan: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(key)
+
+
+def _days_from_now(days: int | None) -> dt.datetime | None:
+    return None if days is None else dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
 
 
 @db_app.command("upgrade")

@@ -31,6 +31,7 @@ class TimelineEvent:
     source: Literal["audit", "temporal"]
     action: str
     actor: str | None = None
+    actor_id: str | None = None
     role: str | None = None
     reason: str | None = None
     state_before: str | None = None
@@ -84,6 +85,7 @@ async def build_history(client: Client, engine: Engine, row: Enrollment) -> Time
             source="audit",
             action=a.action,
             actor=a.actor,
+            actor_id=a.actor_id or None,
             role=a.role,
             reason=a.reason or None,
             state_before=a.state_before,
@@ -118,7 +120,7 @@ async def _engine_event(client: Client, event: HistoryEvent, run_id: str) -> Tim
     if action is None:
         return None
     time = event.event_time.ToDatetime(tzinfo=dt.UTC)
-    actor = role = reason = None
+    actor = actor_id = role = reason = None
     if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
         action = f"{action}:{event.activity_task_scheduled_event_attributes.activity_type.name}"
     elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
@@ -134,12 +136,13 @@ async def _engine_event(client: Client, event: HistoryEvent, run_id: str) -> Tim
         arg = await _decode_first(client, request.input.args.payloads)
         who = arg.get("actor") if isinstance(arg, dict) else None
         if isinstance(who, dict):
-            actor, role = who.get("name"), who.get("role")
+            actor, role, actor_id = who.get("name"), who.get("role"), who.get("id") or None
     return TimelineEvent(
         time=time,
         source="temporal",
         action=action,
         actor=actor,
+        actor_id=actor_id,
         role=role,
         reason=reason,
         run_id=run_id,

@@ -7,6 +7,7 @@ them to ``var/dev-keys.json`` so a newcomer can try the API at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -52,7 +53,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(engine: Engine, *, role: Role, name: str, village_code: str | None = None) -> str:
+def create_key(
+    engine: Engine,
+    *,
+    role: Role,
+    name: str,
+    village_code: str | None = None,
+    expires_at: dt.datetime | None = None,
+) -> str:
     """Create a key and return it; this is the only time it is visible."""
     if role == Role.VILLAGE_OPERATOR:
         if not village_code:
@@ -70,16 +78,18 @@ def create_key(engine: Engine, *, role: Role, name: str, village_code: str | Non
                 village_code=village_code,
                 key_hash=hash_key(key),
                 prefix=key[:12],
+                expires_at=expires_at,
             )
         )
     return key
 
 
 def authenticate(session: Session, key: str) -> Principal | None:
+    """The key's holder, unless the key is unknown, revoked or expired."""
     row = session.exec(
         select(ApiKey).where(ApiKey.key_hash == hash_key(key), col(ApiKey.revoked_at).is_(None))
     ).first()
-    if row is None or row.id is None:
+    if row is None or row.id is None or _expired(row, utcnow()):
         return None
     return Principal(row.id, row.name, Role(row.role), row.village_code)
 
@@ -87,6 +97,42 @@ def authenticate(session: Session, key: str) -> Principal | None:
 def list_keys(engine: Engine) -> list[ApiKey]:
     with Session(engine) as session:
         return list(session.exec(select(ApiKey).order_by(col(ApiKey.id))).all())
+
+
+def _expired(row: ApiKey, now: dt.datetime) -> bool:
+    if row.expires_at is None:
+        return False
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=dt.UTC)
+    return expires <= now
+
+
+def rotate_key(
+    engine: Engine, key_id: int, *, grace: dt.timedelta, expires_at: dt.datetime | None
+) -> str:
+    """A new key for the holder of ``key_id`` (same name, role, village); the old one keeps
+    working for ``grace`` (while its users switch), then is refused. ``KeyRefused`` if the
+    old key is revoked or expired already."""
+    now = utcnow()
+    with session_scope(engine) as session:
+        old = session.get(ApiKey, key_id, with_for_update=True)
+        if old is None or old.revoked_at is not None or _expired(old, now):
+            raise KeyRefused(f"no active key with id {key_id}")
+        ends = now + grace
+        if old.expires_at is None or not _expired(old, ends):
+            old.expires_at = ends
+        session.add(old)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        session.add(
+            ApiKey(
+                name=old.name,
+                role=old.role,
+                village_code=old.village_code,
+                key_hash=hash_key(key),
+                prefix=key[:12],
+                expires_at=expires_at,
+            )
+        )
+    return key
 
 
 def revoke_key(engine: Engine, key_id: int) -> bool:

@@ -34,6 +34,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from core.sealing import Sealer
 from domain.records import Commitment, Record
 from models import ledger
 from models.db import session_scope
@@ -111,6 +112,7 @@ async def reconcile(
     *,
     program: str | None,
     repair: bool,
+    sealer: Sealer,
     rate_per_s: float,
     checkpoint: Path,
     restart: bool = False,
@@ -118,6 +120,7 @@ async def reconcile(
 ) -> Report:
     """Check (and with ``repair``, fix) the projection against the workflows."""
     report = Report(program=program)
+    repair_with = sealer if repair else None
     done_until = (
         None if restart else await asyncio.to_thread(_resume, checkpoint, report, program, repair)
     )
@@ -132,7 +135,7 @@ async def reconcile(
         chunk = todo[start : start + CHUNK]
         fetched = await asyncio.gather(*(_fetch_group(client, groups[w], pace) for w in chunk))
         for workflow_runs in fetched:
-            await _settle_group(engine, workflow_runs, report, repair)
+            await _settle_group(engine, workflow_runs, report, repair_with)
             report.workflows += 1
             report.runs += len(workflow_runs)
         await asyncio.to_thread(_save, checkpoint, report, program, repair, chunk[-1])
@@ -151,17 +154,19 @@ async def reconcile(
                 ]
             )
             continue
-        await _settle_group(engine, workflow_runs, report, repair)
+        await _settle_group(engine, workflow_runs, report, repair_with)
     report.add(await _orphan_commitments(client, engine, program, repair, report.held))
     await asyncio.to_thread(checkpoint.unlink, missing_ok=True)
     return report
 
 
-async def _settle_group(engine: Engine, runs: list[_Run], report: Report, repair: bool) -> None:
-    """Check one workflow; with ``repair``, write its records again and check once more."""
+async def _settle_group(
+    engine: Engine, runs: list[_Run], report: Report, repair_with: Sealer | None
+) -> None:
+    """Check one workflow; to repair, write its records again and check once more."""
     found = await asyncio.to_thread(_check_group, engine, runs)
-    if found and repair:
-        await asyncio.to_thread(_repair_group, engine, runs)
+    if found and repair_with is not None:
+        await asyncio.to_thread(_repair_group, engine, runs, repair_with)
         report.repaired += len(found)
         found = await asyncio.to_thread(_check_group, engine, runs)
     report.add(found)
@@ -263,17 +268,17 @@ def _row_difference(row: Enrollment | None, record: Record) -> list[Difference]:
             )
         ]
     if row.run_id == s.run_id and row.seq == s.seq:
-        shown = (row.state, row.kpj_number, row.funding_source, row.coverage_end)
-        truth = (s.state, s.kpj_number, s.funding_source, s.coverage_end)
+        shown = (row.state, row.kpj_number, row.funding_source, row.coverage_end, row.attention)
+        truth = (s.state, s.kpj_number, s.funding_source, s.coverage_end, s.attention)
         if shown != truth:
             return [Difference("row differs", s.enrollment_id, f"row {shown}, workflow {truth}")]
     return []
 
 
-def _repair_group(engine: Engine, runs: list[_Run]) -> None:
+def _repair_group(engine: Engine, runs: list[_Run], sealer: Sealer) -> None:
     """Write the workflow's records again: the recorder keeps what is there and adds the rest."""
     with session_scope(engine) as session:
-        write_records(session, [r for run in runs for r in run.records])
+        write_records(session, [r for run in runs for r in run.records], sealer)
 
 
 async def _orphan_commitments(

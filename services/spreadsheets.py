@@ -43,6 +43,11 @@ from domain.worker_rows import WorkerRow
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ROWS = 5000
+# Rows of a sheet read at most, blank ones counted: a tiny workbook can name a cell at row
+# 1,048,576, and reading up to it means a million blank rows per sheet.
+MAX_SHEET_ROWS = 10_000
+# Sheets looked at for the list's header: a workbook of many sheets costs no more than this.
+MAX_SHEETS = 10
 # An XLSX is a zip: refuse one that would unpack to more than this (a "zip bomb").
 MAX_UNZIPPED_BYTES = 100 * 1024 * 1024
 # Columns beyond this are not read (a stray cell in column XFD must not cost 16,384 cells a row).
@@ -221,7 +226,7 @@ def _parse_xlsx(data: bytes, warnings: list[str]) -> ParsedList:
     try:
         sheets = sorted(
             workbook.worksheets, key=lambda ws: ws.title.strip().lower() != TEMPLATE_SHEET.lower()
-        )
+        )[:MAX_SHEETS]
         with_header = [
             sheet
             for sheet in sheets
@@ -246,9 +251,17 @@ def _parse_xlsx(data: bytes, warnings: list[str]) -> ParsedList:
 
 
 def _sheet_rows(sheet: Any) -> Rows:
-    # read_only mode yields the blank rows in between too, so the count is the sheet's row number
-    rows = sheet.iter_rows(max_col=MAX_COLUMNS, values_only=True)
-    yield from enumerate(rows, start=1)
+    """The sheet's rows with their numbers, blank ones included (read-only mode yields the gaps
+    too), up to ``MAX_SHEET_ROWS``. A row beyond it (openpyxl yields one only when the sheet has
+    something there or further down) is refused, not walked to."""
+    rows = sheet.iter_rows(max_row=MAX_SHEET_ROWS + 1, max_col=MAX_COLUMNS, values_only=True)
+    for number, values in enumerate(rows, start=1):
+        if number > MAX_SHEET_ROWS:
+            raise UploadError(
+                f"the sheet {sheet.title!r} has rows beyond row {MAX_SHEET_ROWS:,}: keep the list "
+                f"within the first {MAX_SHEET_ROWS:,} rows (delete what is below it)"
+            )
+        yield number, values
 
 
 # --- CSV ----------------------------------------------------------------------------------------

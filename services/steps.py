@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.temporal import refusal_of
@@ -28,6 +29,7 @@ from models import audit_chain, ledger
 from models.db import session_scope
 from models.tables import Enrollment, FundingSource
 from workflows.batches import BudgetApprovalWorkflow, VerificationBatchWorkflow
+from workflows.enrollment import INVALID_CORRECTION
 from workflows.messages import (
     BatchResult,
     BudgetBatch,
@@ -51,6 +53,14 @@ class StepRefused(Exception):
         self.context = context
 
 
+class StepInvalid(StepRefused):
+    """The step's data breaks the domain's rules; ``errors`` says which field and why."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
 def find_enrollment(engine: Engine, enrollment_id: str) -> Enrollment | None:
     # A read: no write transaction (on SQLite that would queue behind the worker's writes).
     with Session(engine, expire_on_commit=False) as session:
@@ -63,6 +73,9 @@ async def send_step(client: Client, row: Enrollment, update: Any, step: Any) -> 
     try:
         result: StepResult = await handle.execute_update(update, step, rpc_timeout=STEP_RPC_TIMEOUT)
     except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == INVALID_CORRECTION:
+            raise StepInvalid(cause.message, [dict(e) for e in cause.details]) from None
         raise StepRefused(refusal_of(err)) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:

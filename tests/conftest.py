@@ -30,7 +30,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from core.binaries import temporal_cli, temporal_test_server
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from core.temporal import data_converter
 from models.db import make_engine
 from models.migrate import upgrade
@@ -38,6 +38,8 @@ from models.tables import Program
 from rentan.stack import dev_server_sqlite_flags
 from tests.harness import Rig, make_program, make_sim, running_worker, server_today, stop_program
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+pytest_plugins = ["tests.log_scan"]
 
 POSTGRES_URL = os.environ.get(
     "RENTAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -235,3 +237,17 @@ async def dev_server_env(
     env.temporal_db_file = db_file  # type: ignore[attr-defined]
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, db_url: str) -> Iterator[dict[str, str]]:
+    """The environment of an in-process ``rentan`` command: this test's data dir and database,
+    none of the shell's RENTAN_* variables, and the process's cached settings read afresh."""
+    get_settings.cache_clear()
+    yield {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RENTAN_")},
+        "RENTAN_DATA_DIR": str(tmp_path / "var"),
+        "RENTAN_DATABASE_URL": db_url,
+        "RENTAN_PAYLOAD_KEY": TEST_PAYLOAD_KEY,
+    }
+    get_settings.cache_clear()

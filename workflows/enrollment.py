@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from domain.records import SYSTEM, Commitment, Record, activated
     from domain.states import State, refusal
+    from domain.worker_rows import ProgramRules, correction_errors, normal_name
     from workflows import timing
     from workflows.messages import (
         END_COVERAGE,
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         BudgetApproval,
         CoverageEnd,
         EnrollmentInput,
+        ExceptionResolution,
         ExtensionRequest,
         Nomination,
         RegistrationRequest,
@@ -49,6 +51,10 @@ with workflow.unsafe.imports_passed_through():
 
 NOMINATION_GRACE = timedelta(hours=1)
 TERMINATION_REASONS = ("death", "left_office", "moved", "other")
+ATTENTION_LENGTH = 300
+DUPLICATE_NOMINATION = "DuplicateNomination"
+# A resubmission whose corrections break the domain's rules (the caller's 422, field by field).
+INVALID_CORRECTION = "InvalidCorrection"
 
 
 @workflow.defn
@@ -70,6 +76,10 @@ class EnrollmentWorkflow(RenewalSteps):
         self.next_terms: RenewalTerms | None = None
         self.next_commitment: Commitment | None = None
         self.terminated: Termination | None = None
+        # An exception DPMD must resolve (BPJS refused a termination for good), shown on the
+        # enrollment's row until someone resolves it.
+        self.attention: str | None = None
+        self.resolution: ExceptionResolution | None = None
         # A human step writing its records: the next one waits its turn (its validator refuses
         # it), so two steps never interleave at their awaits.
         self.step_in_progress: str | None = None
@@ -250,24 +260,36 @@ class EnrollmentWorkflow(RenewalSteps):
         return True
 
     async def _end_at_bpjs(self, step: Termination) -> None:
-        """A termination is taken when DPMD reports it; BPJS is told afterwards, retried."""
+        """A termination is taken when DPMD reports it; BPJS is told afterwards, retried. A
+        refusal that retrying cannot fix stays open on the enrollment (``attention``) until DPMD
+        resolves it: tell BPJS again, or close it as settled by hand."""
         if self.kpj is None:
             return
-        try:
-            await self._at_bpjs(
-                END_COVERAGE,
-                CoverageEnd(
-                    idempotency_key=f"{workflow.info().workflow_id}:{self.inp.program.code}:end",
-                    kpj_number=self.kpj,
-                    effective_date=step.effective_date,
-                    reason=step.reason,
-                ),
-            )
-        except ActivityError as err:
-            _, message, _ = _failure(err)
-            await self._write([self._note("bpjs_refused_termination", message)])
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._at_bpjs(
+                    END_COVERAGE,
+                    CoverageEnd(
+                        idempotency_key=f"{workflow.info().workflow_id}:"
+                        f"{self.inp.program.code}:end:{attempt}",
+                        kpj_number=self.kpj,
+                        effective_date=step.effective_date,
+                        reason=step.reason,
+                    ),
+                )
+            except ActivityError as err:
+                _, message, _ = _failure(err)
+                self.attention = f"BPJS refused the termination: {message}"[:ATTENTION_LENGTH]
+                await self._write([self._note("bpjs_refused_termination", message)])
+                await workflow.wait_condition(lambda: self.resolution is not None)
+                resolution, self.resolution = self.resolution, None
+                if resolution is not None and resolution.retry:
+                    continue
+                return
+            await self._write([self._note("coverage_ended_at_bpjs", f"from {step.effective_date}")])
             return
-        await self._write([self._note("coverage_ended_at_bpjs", f"from {step.effective_date}")])
 
     async def _at_bpjs(self, activity: str, request: Any) -> Any:
         """A call to BPJS. Transient failures retry with backoff, for as long as it takes; what
@@ -304,10 +326,12 @@ class EnrollmentWorkflow(RenewalSteps):
         if step.program_code != self.inp.program.code:
             raise refused(f"this person's enrollment continues in {self.inp.program.code}")
         if self.state is not None and step.village_code != self.inp.village_code:
+            # Whose nomination holds the person is for DPMD (the batch queues the conflict),
+            # not for the other village: the details name the holder, the message does not.
             raise ApplicationError(
-                f"already nominated for {self.inp.program.code} by village "
-                f"{self.inp.village_code} as enrollment {self.inp.enrollment_id}",
-                type="DuplicateNomination",
+                "already nominated elsewhere in this period",
+                self.inp.village_code,
+                type=DUPLICATE_NOMINATION,
             )
 
     @workflow.update
@@ -417,10 +441,32 @@ class EnrollmentWorkflow(RenewalSteps):
             )
 
     @workflow.update
+    async def resolve_exception(self, step: ExceptionResolution) -> StepResult:
+        """DPMD resolves the open exception: the main line tells BPJS again, or closes it."""
+        self.attention = None
+        action = "exception_retried" if step.retry else "exception_closed"
+        self.step_in_progress = action
+        try:
+            record = self._note(action, step.note, actor=step.actor)
+            await self._write([record])
+        finally:
+            self.step_in_progress = None
+        self.resolution = step
+        return self._result([record])
+
+    @resolve_exception.validator
+    def _validate_resolve_exception(self, step: ExceptionResolution) -> None:
+        self._check_idle()
+        if self.attention is None:
+            raise refused("this enrollment has no open exception")
+        if not step.note.strip():
+            raise refused("resolving an exception needs a note")
+
+    @workflow.update
     async def resubmit(self, step: Resubmission) -> StepResult:
         self.person = dataclasses.replace(
             self.person,
-            full_name=step.full_name or self.person.full_name,
+            full_name=normal_name(step.full_name or self.person.full_name),
             birth_date=step.birth_date or self.person.birth_date,
             gender=step.gender or self.person.gender,
         )
@@ -446,6 +492,20 @@ class EnrollmentWorkflow(RenewalSteps):
             )
         if not (step.full_name or step.birth_date or step.gender):
             raise refused("a resubmission needs at least one correction")
+        terms = self.inp.program
+        errors = correction_errors(
+            self.person.nik,
+            full_name=normal_name(step.full_name or self.person.full_name),
+            birth_date=step.birth_date or self.person.birth_date,
+            gender=step.gender or self.person.gender,
+            rules=ProgramRules(terms.period_start, terms.period_end, terms.max_age),
+        )
+        if errors:
+            raise ApplicationError(
+                "; ".join(f"{e.field}: {e.message}" for e in errors),
+                *[{"field": e.field, "message": e.message} for e in errors],
+                type=INVALID_CORRECTION,
+            )
 
     # --- step rules -------------------------------------------------------------------------
 

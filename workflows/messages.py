@@ -120,6 +120,16 @@ class Termination:
 
 
 @dataclass(frozen=True)
+class ExceptionResolution:
+    """DPMD resolves an enrollment's open exception: ``retry`` tells BPJS again; otherwise it
+    was settled outside rentan (the note says how)."""
+
+    actor: Actor
+    retry: bool
+    note: str
+
+
+@dataclass(frozen=True)
 class Resubmission:
     actor: Actor
     reason: str

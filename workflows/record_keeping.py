@@ -55,6 +55,7 @@ class RecordKeeping:
     step_in_progress: str | None
     closing: str | None
     renewal_confirmed: bool
+    attention: str | None
 
     # --- Queries: the truth the projection follows ------------------------------------------
 
@@ -217,6 +218,7 @@ class RecordKeeping:
             nominated_by=inp.nominated_by.name,
             nominated_at=self.nominated_at,
             updated_at=workflow.now(),
+            attention=self.attention,
         )
 
     async def _write(

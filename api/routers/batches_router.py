@@ -6,11 +6,14 @@ per enrollment.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
-from sqlmodel import col, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from api.auth import actor_of, require
-from api.deps import SessionDep, StateDep, end_read
+from api.deps import StateDep
 from api.problems import Conflict, Unavailable
 from api.routers.programs_router import load_program
 from api.schemas import (
@@ -32,9 +35,16 @@ router = APIRouter(prefix="/v1/programs/{code}", tags=["batches"])
 NOT_SENT = "could not be sent right now; send it again"
 
 
-def _selected(session: SessionDep, code: str, selection: Selection, states: list[str]) -> list[str]:
+def _selected(engine: Engine, code: str, selection: Selection, states: list[str]) -> list[str]:
     """The listed ids (de-duplicated, order kept), or the village's enrollments in ``states``
-    that no approval holds budget for."""
+    that no approval holds budget for; 404 for an unknown program. A read run off the event
+    loop (``asyncio.to_thread``)."""
+    with Session(engine) as session:
+        load_program(session, code)
+        return _selection(session, code, selection, states)
+
+
+def _selection(session: Session, code: str, selection: Selection, states: list[str]) -> list[str]:
     if selection.enrollment_ids is not None:
         return list(dict.fromkeys(selection.enrollment_ids))
     funded = select(Commitment.enrollment_id).where(
@@ -65,13 +75,10 @@ async def verify_batch(
     code: str,
     body: BatchVerificationIn,
     state: StateDep,
-    session: SessionDep,
     principal: Principal = require(Role.DPMD_VERIFIER),
 ) -> BatchOut:
     """Verify or reject listed enrollments, or a village's nominated ones; a result per id."""
-    load_program(session, code)
-    ids = _selected(session, code, body, [State.NOMINATED.value])
-    end_read(session)
+    ids = await asyncio.to_thread(_selected, state.engine, code, body, [State.NOMINATED.value])
     try:
         outcomes = await verify_many(
             await state.temporal(),
@@ -98,13 +105,11 @@ async def approve_budget_batch(
     code: str,
     body: BudgetApprovalIn,
     state: StateDep,
-    session: SessionDep,
     principal: Principal = require(Role.BUDGET_OFFICER),
 ) -> BudgetApprovalOut:
     """Commit the premium of every selected verified enrollment, all or nothing."""
-    load_program(session, code)
-    ids = _selected(session, code, body, [State.VERIFIED.value, State.RENEWAL_PENDING.value])
-    end_read(session)
+    awaiting = [State.VERIFIED.value, State.RENEWAL_PENDING.value]
+    ids = await asyncio.to_thread(_selected, state.engine, code, body, awaiting)
     if not ids:
         raise Conflict(f"no enrollment of village {body.village_code} awaits budget in {code}")
     try:

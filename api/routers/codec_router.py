@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import Payloads
 from api.auth import require
 from api.deps import StateDep
 from api.problems import ProblemError
-from core.codec import PayloadKeyUnknown
+from core.codec import EncryptionCodec, PayloadKeyUnknown, PayloadNotEncrypted
 from core.temporal import data_converter
 from services.keys import Role
 
@@ -37,10 +37,10 @@ async def _payloads(request: Request) -> Payloads:
 async def decode_payloads(request: Request, state: StateDep) -> dict[str, Any]:
     """Decrypt payloads for display in the Temporal UI."""
     codec = data_converter(state.settings).payload_codec
-    assert codec is not None
+    assert isinstance(codec, EncryptionCodec)
     try:
-        decoded = await codec.decode(list((await _payloads(request)).payloads))
-    except (PayloadKeyUnknown, InvalidTag):
+        decoded = [codec.decrypt(p) for p in (await _payloads(request)).payloads]
+    except (PayloadKeyUnknown, PayloadNotEncrypted, InvalidTag):
         raise ProblemError("a payload was not encrypted with a key this server holds") from None
     return MessageToDict(Payloads(payloads=decoded))
 

@@ -12,10 +12,11 @@ from sqlmodel import col, select
 
 from api.auth import READERS, actor_of, require, visible_enrollment
 from api.deps import SessionDep, StateDep
-from api.problems import Conflict, Unavailable
+from api.problems import Conflict, Invalid, Unavailable
 from api.schemas import (
     EnrollmentOut,
     EnrollmentPage,
+    ExceptionResolutionIn,
     RenewalIn,
     ResubmissionIn,
     StepOut,
@@ -29,9 +30,10 @@ from domain.categories import Category
 from domain.states import State
 from models.tables import Enrollment
 from services.keys import Principal, Role
-from services.steps import StepRefused, audit_refusal, send_step
+from services.steps import StepInvalid, StepRefused, audit_refusal, send_step
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import (
+    ExceptionResolution,
     RenewalConfirmation,
     Resubmission,
     Termination,
@@ -48,13 +50,15 @@ async def run_step(
 ) -> StepOut:
     """One step on one enrollment: 404 if not visible, 409 with the workflow's reason if
     refused (and audited), 503 when Temporal did not take it in time."""
-    row = visible_enrollment(state, principal, enrollment_id)
+    row = await asyncio.to_thread(visible_enrollment, state, principal, enrollment_id)
     try:
         result = await send_step(await state.temporal(), row, update, step)
     except StepRefused as exc:
         await asyncio.to_thread(
             audit_refusal, state.engine, actor_of(principal), row, action, exc.message
         )
+        if isinstance(exc, StepInvalid):
+            raise Invalid(exc.message, errors=exc.errors, enrollment_id=enrollment_id) from None
         raise Conflict(exc.message, enrollment_id=enrollment_id, state=row.state) from None
     except NOT_SENT_ERRORS as err:
         # Not a refusal: the step may have been taken; sent again it is taken once, or refused
@@ -83,6 +87,7 @@ def enrollment_out(row: Enrollment) -> EnrollmentOut:
         premium_idr=row.premium_idr,
         funding_source=row.funding_source,
         updated_at=row.updated_at,
+        attention=row.attention,
     )
 
 
@@ -110,6 +115,9 @@ def list_enrollments(
     village_code: str | None = Query(default=None, max_length=13),
     district_code: str | None = Query(default=None, max_length=8),
     category: Category | None = None,
+    attention: bool | None = Query(
+        default=None, description="true: only those with an open exception; false: none"
+    ),
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=200),
 ) -> EnrollmentPage:
@@ -129,6 +137,9 @@ def list_enrollments(
     ):
         if value is not None:
             query = query.where(column == value)
+    if attention is not None:
+        open_exception = col(Enrollment.attention).is_not(None)
+        query = query.where(open_exception if attention else ~open_exception)
     after = _decode_cursor(cursor)
     if after is not None:
         query = query.where(col(Enrollment.id) > after)
@@ -211,7 +222,10 @@ async def confirm_renewal(
     )
 
 
-@router.post("/{enrollment_id}/resubmission", responses={409: {"description": "refused"}})
+@router.post(
+    "/{enrollment_id}/resubmission",
+    responses={409: {"description": "refused"}, 422: {"description": "a correction is invalid"}},
+)
 async def resubmit_enrollment(
     enrollment_id: str,
     body: ResubmissionIn,
@@ -228,4 +242,23 @@ async def resubmit_enrollment(
     )
     return await run_step(
         state, principal, enrollment_id, "resubmission", EnrollmentWorkflow.resubmit, step
+    )
+
+
+@router.post("/{enrollment_id}/exception-resolution", responses={409: {"description": "refused"}})
+async def resolve_exception(
+    enrollment_id: str,
+    body: ExceptionResolutionIn,
+    state: StateDep,
+    principal: Principal = require(Role.DPMD_VERIFIER),
+) -> StepOut:
+    """Resolve an open exception (``attention``): tell BPJS again, or close it as settled."""
+    step = ExceptionResolution(actor=actor_of(principal), retry=body.retry, note=body.note)
+    return await run_step(
+        state,
+        principal,
+        enrollment_id,
+        "exception_resolution",
+        EnrollmentWorkflow.resolve_exception,
+        step,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from fastapi import APIRouter, HTTPException, Request
@@ -10,9 +11,9 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from api.auth import CurrentPrincipal, actor_of, require
-from api.deps import SessionDep, StateDep, end_read
+from api.deps import StateDep
 from api.problems import Conflict, Invalid, Unavailable
-from api.routers.programs_router import load_program
+from api.routers.programs_router import program_of
 from api.schemas import (
     AcceptedRow,
     FieldErrorOut,
@@ -28,8 +29,6 @@ from services.nominations import NominationRefused, bpjs_timing, nominate
 from services.spreadsheets import MAX_BYTES, UploadError, build_template, parse_nomination_file
 
 router = APIRouter(tags=["nominations"])
-# 5,000 rows of a few hundred bytes each, with room to spare.
-MAX_JSON_BYTES = 8 * 1024 * 1024
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 NOMINATION_BODY = {
@@ -79,18 +78,16 @@ async def submit_nominations(
     code: str,
     request: Request,
     state: StateDep,
-    session: SessionDep,
     principal: Principal = require(Role.VILLAGE_OPERATOR),
 ) -> NominationOut:
     """A village's list: valid rows are accepted (workflows started) even if others fail."""
-    program = load_program(session, code)
-    end_read(session)  # the upload and the list's workflows take a while
+    program = await asyncio.to_thread(program_of, state.engine, code)
     warnings: list[str] = []
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         village_code, rows, warnings = await _from_upload(request)
     elif content_type.startswith("application/json"):
-        raw = await _bounded_body(request, MAX_JSON_BYTES)
+        raw = await request.body()  # its size held to the limit by the gate (api.gate)
         try:
             body = NominationIn.model_validate_json(raw)
         except ValidationError as exc:
@@ -149,24 +146,7 @@ async def submit_nominations(
     )
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it grows past ``limit`` (never held whole)."""
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise HTTPException(413, f"the list is larger than {limit // (1024 * 1024)} MiB")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"the list is larger than {limit // (1024 * 1024)} MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _from_upload(request: Request) -> tuple[str, list[tuple[int, WorkerRow]], list[str]]:
-    length = int(request.headers.get("content-length") or 0)
-    if length > MAX_BYTES + 64 * 1024:
-        raise HTTPException(413, f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB")
     form = await request.form(max_files=1, max_fields=5)
     upload = form.get("file")
     village_code = form.get("village_code")
@@ -177,8 +157,9 @@ async def _from_upload(request: Request) -> tuple[str, list[tuple[int, WorkerRow
         )
     data = await upload.read(MAX_BYTES + 1)
     try:
-        parsed = parse_nomination_file(
-            data, filename=upload.filename, content_type=upload.content_type
+        # Off the event loop: a workbook takes a while to read, and nothing else may wait.
+        parsed = await asyncio.to_thread(
+            parse_nomination_file, data, filename=upload.filename, content_type=upload.content_type
         )
     except UploadError as exc:
         raise Invalid(exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None

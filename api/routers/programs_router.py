@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
-from sqlmodel import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
 from api.auth import CurrentPrincipal, require
 from api.deps import SessionDep, StateDep
@@ -48,7 +49,13 @@ def program_out(session: SessionDep, program: Program) -> ProgramOut:
     )
 
 
-def load_program(session: SessionDep, code: str) -> Program:
+def program_of(engine: Engine, code: str) -> Program:
+    """The program, or 404; opens its own session (for a route that runs it off the loop)."""
+    with Session(engine, expire_on_commit=False) as session:
+        return load_program(session, code)
+
+
+def load_program(session: Session, code: str) -> Program:
     program = session.get(Program, code)
     if program is None:
         raise HTTPException(404, f"program {code} not found")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from api.auth import require, visible_enrollment
+from api.auth import actor_of, require, visible_enrollment
 from api.deps import SessionDep, StateDep
 from api.problems import Invalid
 from api.routers.programs_router import load_program
@@ -15,16 +16,17 @@ from api.schemas import (
     AuditEventOut,
     AuditPage,
     ChainOut,
+    CoverageIn,
     CoverageOut,
     CoverageReportOut,
     ReportLineOut,
 )
 from domain import nik as nik_rules
 from models.audit_chain import verify_chain
-from models.tables import AuditEvent, Enrollment
+from models.tables import AuditEvent
 from services.history import Timeline, build_history
 from services.keys import Principal, Role
-from services.reports import GroupBy, coverage_report
+from services.reports import GroupBy, coverage_on, coverage_report
 
 router = APIRouter(tags=["records"])
 
@@ -36,7 +38,7 @@ async def get_enrollment_history(
     principal: Principal = require(Role.AUDITOR, Role.DPMD_VERIFIER),
 ) -> Timeline:
     """The timeline across periods: decisions (audit log) and engine events (Temporal)."""
-    row = visible_enrollment(state, principal, enrollment_id)
+    row = await asyncio.to_thread(visible_enrollment, state, principal, enrollment_id)
     return await build_history(await state.temporal(), state.engine, row)
 
 
@@ -77,6 +79,7 @@ def list_audit_events(
             id=r.id or 0,
             occurred_at=r.occurred_at,
             actor=r.actor,
+            actor_id=r.actor_id,
             role=r.role,
             action=r.action,
             enrollment_id=r.enrollment_id,
@@ -129,37 +132,36 @@ def get_coverage_report(
         lines=[ReportLineOut(**line.__dict__) for line in lines],
         total_enrollments=sum(line.enrollments for line in lines),
         total_premium_idr=sum(line.premium_idr for line in lines),
+        total_open_exceptions=sum(line.open_exceptions for line in lines),
     )
 
 
-@router.get("/v1/coverage", dependencies=[require(Role.AUDITOR, Role.DPMD_VERIFIER)])
-def get_coverage(
+@router.post("/v1/coverage")
+async def look_up_coverage(
+    body: CoverageIn,
     state: StateDep,
-    session: SessionDep,
-    nik: str = Query(min_length=1, max_length=40),
-    on: dt.date = Query(description="YYYY-MM-DD"),
+    principal: Principal = require(Role.AUDITOR, Role.DPMD_VERIFIER),
 ) -> CoverageOut:
-    """Was this person covered on that day, and by which enrollment."""
-    number = nik_rules.normalize(nik)
+    """Was this person covered on that day, and by which enrollment. Every lookup is audited:
+    who asked, when, of which (masked) NIK, and the answer."""
+    number = nik_rules.normalize(body.nik)
     if len(number) != 16 or not number.isdigit():
         raise Invalid("nik must be 16 digits", errors=[{"field": "nik", "message": "16 digits"}])
     key = nik_rules.person_key(number, secret=state.settings.id_secret_bytes())
-    row = session.exec(
-        select(Enrollment)
-        .where(
-            Enrollment.person_key == key,
-            col(Enrollment.kpj_number).is_not(None),
-            col(Enrollment.coverage_start) <= on,
-            col(Enrollment.coverage_end) >= on,
-        )
-        .order_by(col(Enrollment.coverage_start).desc())
-    ).first()
-    if row is None:
+    found = await asyncio.to_thread(
+        coverage_on,
+        state.engine,
+        person_key=key,
+        day=body.on,
+        actor=actor_of(principal),
+        nik_masked=nik_rules.mask(number),
+    )
+    if found is None:
         return CoverageOut(covered=False)
     return CoverageOut(
         covered=True,
-        enrollment_id=row.id,
-        kpj_number=row.kpj_number,
-        coverage_start=row.coverage_start,
-        coverage_end=row.coverage_end,
+        enrollment_id=found.id,
+        kpj_number=found.kpj_number,
+        coverage_start=found.coverage_start,
+        coverage_end=found.coverage_end,
     )

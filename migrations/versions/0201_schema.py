@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("event_key", sqlmodel.sql.sqltypes.AutoString(length=160), nullable=False),
         sa.Column("occurred_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
+        sa.Column("actor_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("role", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("action", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("enrollment_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
@@ -123,6 +124,7 @@ def upgrade() -> None:
         sa.Column("prefix", sqlmodel.sql.sqltypes.AutoString(length=12), nullable=False),
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("revoked_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("expires_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["village_code"],
             ["village.code"],
@@ -178,7 +180,9 @@ def upgrade() -> None:
         sa.Column("person_key", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("nik_masked", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("full_name", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
-        sa.Column("birth_date", sa.Date(), nullable=False),
+        sa.Column(
+            "birth_date_sealed", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False
+        ),
         sa.Column("gender", sqlmodel.sql.sqltypes.AutoString(length=1), nullable=False),
         sa.Column("phone", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
         sa.Column("village_code", sqlmodel.sql.sqltypes.AutoString(length=13), nullable=False),
@@ -193,6 +197,7 @@ def upgrade() -> None:
         sa.Column("nominated_by", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
         sa.Column("nominated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("attention", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
         sa.ForeignKeyConstraint(
             ["district_code"],
             ["district.code"],
@@ -222,9 +227,39 @@ def upgrade() -> None:
             batch_op.f("ix_enrollment_workflow_id"), ["workflow_id"], unique=False
         )
 
+    op.create_table(
+        "nomination_conflict",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("program_code", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+        sa.Column("enrollment_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+        sa.Column("nik_masked", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("held_by_village", sqlmodel.sql.sqltypes.AutoString(length=13), nullable=False),
+        sa.Column(
+            "nominated_by_village", sqlmodel.sql.sqltypes.AutoString(length=13), nullable=False
+        ),
+        sa.Column("nominated_by", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
+        sa.Column("batch_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("occurred_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("resolved_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("resolved_by", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=True),
+        sa.Column("resolution", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
+        sa.ForeignKeyConstraint(["held_by_village"], ["village.code"]),
+        sa.ForeignKeyConstraint(["nominated_by_village"], ["village.code"]),
+        sa.ForeignKeyConstraint(["program_code"], ["program.code"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("batch_id", "enrollment_id"),
+    )
+    with op.batch_alter_table("nomination_conflict", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_nomination_conflict_program_code"), ["program_code"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("nomination_conflict", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_nomination_conflict_program_code"))
 
+    op.drop_table("nomination_conflict")
     with op.batch_alter_table("enrollment", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_enrollment_workflow_id"))
         batch_op.drop_index("ix_enrollment_program_village")

@@ -142,10 +142,19 @@ ENDPOINTS = (
         ("auditor", "dpmd_verifier", "budget_officer"),
     ),
     Endpoint(
-        "GET",
-        f"/v1/coverage?nik={nik(15, 5, 1985, 1)}&on={TODAY}",
+        "POST",
+        "/v1/coverage",
         ("auditor", "dpmd_verifier"),
+        {"nik": nik(15, 5, 1985, 1), "on": TODAY},
     ),
+    Endpoint(
+        "POST",
+        "/v1/enrollments/{id}/exception-resolution",
+        ("dpmd_verifier",),
+        {"retry": True, "note": "BPJS cleared it"},
+    ),
+    Endpoint("GET", "/v1/conflicts", ("auditor", "dpmd_verifier")),
+    Endpoint("POST", "/v1/conflicts/{id}/resolution", ("dpmd_verifier",), {"note": "told"}),
     Endpoint("POST", "/codec/decode", ("auditor",), {"payloads": []}),
     Endpoint("POST", "/codec/encode", ("auditor",), {"payloads": []}),
 )
@@ -155,7 +164,7 @@ def test_route_table_lists_every_route(api: Api) -> None:
     """A new route must be added to ENDPOINTS, so its roles are tested."""
     listed = {(e.method, e.path.split("?")[0]) for e in ENDPOINTS}
     routes = {
-        (method, path.replace("{enrollment_id}", "{id}"))
+        (method, path.replace("{enrollment_id}", "{id}").replace("{conflict_id}", "{id}"))
         for path, item in api.app.openapi()["paths"].items()
         for method in (m.upper() for m in item)
         if path not in ("/healthz", "/readyz")
@@ -240,7 +249,7 @@ async def test_call_by_a_role_that_may_not_named_cases_are_403(api: Api) -> None
         ("admin", "GET", "/v1/enrollments", None),
         ("village_operator", "POST", "/v1/programs", PROGRAM_BODY),
         ("dpmd_verifier", "GET", "/v1/audit/events", None),
-        ("budget_officer", "GET", f"/v1/coverage?nik={nik(15, 5, 1985, 1)}&on={TODAY}", None),
+        ("budget_officer", "POST", "/v1/coverage", {"nik": nik(15, 5, 1985, 1), "on": TODAY}),
     ]
     for role, method, url, body in cases:
         answer = await api.http.request(method, url, json=body, headers=api.auth(role))
@@ -327,3 +336,8 @@ async def test_call_on_an_unknown_enrollment_or_program_is_404(api: Api) -> None
 
 async def test_get_healthz_needs_no_key(api: Api) -> None:
     assert (await api.http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_unknown_path_with_a_valid_key_is_404(api: Api) -> None:
+    answer = await api.http.get("/v1/no/such/path", headers=api.auth("auditor"))
+    assert_problem(answer, 404, "an unknown path")

@@ -132,8 +132,8 @@ async def test_json_list_accepts_valid_rows_and_explains_each_rejected_one(api: 
     assert [a["row"] for a in result["accepted"]] == [1, 3, 12]
     for accepted in result["accepted"]:
         assert accepted["state"] == "nominated"
-        assert accepted["nik_masked"].count("*") == 6
-    assert result["accepted"][1]["nik_masked"] == f"{woman[:6]}******{woman[12:]}"
+        assert accepted["nik_masked"].count("*") == 8
+    assert result["accepted"][1]["nik_masked"] == f"{woman[:6]}********{woman[14:]}"
     rejected = {r["row"]: r for r in result["rejected"]}
     assert sorted(rejected) == [2, 4, 5, 6, 7, 8, 9, 10, 11]
     expected_fields = {
@@ -153,7 +153,7 @@ async def test_json_list_accepts_valid_rows_and_explains_each_rejected_one(api: 
     assert {"nik", "full_name", "birth_date", "gender", "category"} <= {
         e["field"] for e in rejected[11]["errors"]
     }
-    assert rejected[4]["nik_masked"] == f"{nik(15, 5, 1985, 22)[:6]}******0022"
+    assert rejected[4]["nik_masked"] == f"{nik(15, 5, 1985, 22)[:6]}********22"
 
     # Read your writes: the accepted ones are listed at once, nothing of the rejected ones.
     listed = await api.http.get(
@@ -195,7 +195,18 @@ async def test_duplicate_nik_within_one_list_is_rejected_per_row(api: Api) -> No
     }
 
 
-async def test_person_nominated_by_another_village_is_rejected_with_a_pointer(api: Api) -> None:
+CONFLICT = "already nominated elsewhere in this period; DPMD has been told"
+
+
+async def conflicts(api: Api, who: str = "dpmd_verifier", **params: str) -> Any:
+    answer = await api.http.get("/v1/conflicts", params=params, headers=api.auth(who))
+    assert answer.status_code == 200, answer.text
+    return [c for c in answer.json()["items"] if c["program"] == api.program.code]
+
+
+async def test_another_villages_nominee_is_refused_without_a_trace_of_theirs(api: Api) -> None:
+    """A village probing a NIK learns only that the person is nominated elsewhere: no
+    enrollment id, no village, no state. DPMD's queue shows the conflict with both villages."""
     (mine,) = ok(await send_json(api, [worker(50)]))["accepted"]
     theirs = ok(
         await send_json(
@@ -204,24 +215,52 @@ async def test_person_nominated_by_another_village_is_rejected_with_a_pointer(ap
     )
     assert [a["row"] for a in theirs["accepted"]] == [2]
     (refused,) = theirs["rejected"]
-    assert refused["row"] == 1
-    (error,) = refused["errors"]
-    assert error["field"] == "nik"
-    assert mine["enrollment_id"] in error["message"]
-    assert VILLAGE in error["message"]
-    # The first village's enrollment is untouched.
+    assert (refused["row"], refused["errors"]) == (1, [{"field": "nik", "message": CONFLICT}])
+    assert mine["enrollment_id"] not in str(theirs) and VILLAGE not in str(theirs)
+    # The first village's enrollment is untouched, and hidden from the other village.
     detail = await api.http.get(
         f"/v1/enrollments/{mine['enrollment_id']}", headers=api.auth("village_operator")
     )
     assert (detail.json()["village_code"], detail.json()["state"]) == (VILLAGE, "nominated")
-    # And it stays refused when tried again.
+    # Tried again, refused again: one conflict per list sent.
     again = ok(
         await send_json(api, [worker(50)], village=OTHER_VILLAGE, who="other_village_operator")
     )
-    assert (
-        again["accepted"] == []
-        and mine["enrollment_id"] in again["rejected"][0]["errors"][0]["message"]
+    assert again["accepted"] == [] and again["rejected"][0]["errors"][0]["message"] == CONFLICT
+
+    queued = await conflicts(api)
+    assert [
+        (c["enrollment_id"], c["held_by_village"], c["nominated_by_village"], c["nominated_by"])
+        for c in queued
+    ] == [(mine["enrollment_id"], VILLAGE, OTHER_VILLAGE, "test-other-village")] * 2
+    assert queued[0]["nik_masked"] == mine["nik_masked"]
+    assert (await conflicts(api, "auditor")) == queued
+    for role in ("village_operator", "other_village_operator", "budget_officer"):
+        seen = await api.http.get("/v1/conflicts", headers=api.auth(role))
+        assert seen.status_code == 403, (role, seen.text)
+
+    first = queued[0]["id"]
+    resolve = f"/v1/conflicts/{first}/resolution"
+    note = {"note": "told Embawang; the other village withdraws its row"}
+    by_operator = await api.http.post(resolve, json=note, headers=api.auth("village_operator"))
+    assert by_operator.status_code == 403
+    answer = await api.http.post(resolve, json=note, headers=api.auth("dpmd_verifier"))
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["resolved_by"], answer.json()["resolution"]) == (
+        "test-dpmd_verifier",
+        note["note"],
     )
+    twice = await api.http.post(resolve, json=note, headers=api.auth("dpmd_verifier"))
+    assert twice.status_code == 409
+    assert [c["id"] for c in await conflicts(api)] == [queued[1]["id"]]
+    assert [c["id"] for c in await conflicts(api, resolved="true")] == [first]
+    audit = await api.http.get(
+        "/v1/audit/events",
+        params={"enrollment_id": mine["enrollment_id"]},
+        headers=api.auth("auditor"),
+    )
+    actions = [e["action"] for e in audit.json()["items"]]
+    assert actions.count("nomination_conflict") == 2 and "conflict_resolved" in actions
 
 
 # --- a person nominated again in the same period -----------------------------------------------
@@ -308,9 +347,7 @@ async def test_nominate_again_by_another_village_after_rejection_is_accepted(api
     assert (await enrollment_of(api, enrollment_id, "village_operator")).status_code == 404
     mine = ok(await send_json(api, [worker(141)]))
     assert mine["accepted"] == []
-    (error,) = mine["rejected"][0]["errors"]
-    assert error["field"] == "nik"
-    assert enrollment_id in error["message"] and OTHER_VILLAGE in error["message"]
+    assert mine["rejected"][0]["errors"] == [{"field": "nik", "message": CONFLICT}]
 
 
 async def test_nominate_again_after_withdrawal_is_accepted(api: Api) -> None:
@@ -363,7 +400,10 @@ async def test_nominate_again_after_already_covered_is_refused(api: Api) -> None
         (refused,) = again["rejected"]
         (error,) = refused["errors"]
         assert (refused["row"], error["field"]) == (1, "nik")
-        assert enrollment_id in error["message"] and "already_covered" in error["message"]
+        if village == VILLAGE:  # its own village's enrollment: named, with how it ended
+            assert enrollment_id in error["message"] and "already_covered" in error["message"]
+        else:
+            assert error["message"] == CONFLICT
     seen = (await enrollment_of(api, enrollment_id)).json()
     assert (seen["state"], seen["village_code"]) == ("already_covered", VILLAGE)
     assert [e["action"] for e in await audit_events(api, enrollment_id)].count("nominated") == 1
@@ -482,7 +522,7 @@ async def test_csv_upload_with_indonesian_headers(api: Api) -> None:
         headers=api.auth("auditor"),
     )
     (siti,) = page.json()["items"]
-    assert (siti["full_name"], siti["nik_masked"]) == ("Siti Rahma, S.Pd", f"{woman[:6]}******0090")
+    assert (siti["full_name"], siti["nik_masked"]) == ("Siti Rahma, S.Pd", f"{woman[:6]}********90")
 
 
 async def test_xlsx_upload_from_the_template(api: Api) -> None:

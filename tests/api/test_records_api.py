@@ -321,6 +321,7 @@ async def test_get_enrollment_shows_every_field(api: Api) -> None:
     seen = await detail(api, enrollment_id)
     assert set(seen) == {
         "id",
+        "attention",
         "program",
         "village_code",
         "district_code",
@@ -343,7 +344,7 @@ async def test_get_enrollment_shows_every_field(api: Api) -> None:
         "16.03.01",
     )
     assert (seen["category"], seen["full_name"]) == ("linmas", row["full_name"])
-    assert seen["nik_masked"] == f"{number[:6]}******{number[12:]}"
+    assert seen["nik_masked"] == f"{number[:6]}********{number[14:]}"
     assert (seen["state"], seen["premium_idr"], seen["funding_source"]) == (
         "active",
         premium(api),
@@ -698,8 +699,8 @@ async def test_get_coverage_by_nik_and_day(api: Api) -> None:
     end = dt.date.fromisoformat(seen["coverage_end"])
 
     async def lookup(number: str, on: dt.date | str, who: str = "auditor") -> dict[str, Any]:
-        answer = await api.http.get(
-            "/v1/coverage", params={"nik": number, "on": str(on)}, headers=api.auth(who)
+        answer = await api.http.post(
+            "/v1/coverage", json={"nik": number, "on": str(on)}, headers=api.auth(who)
         )
         assert answer.status_code == 200, answer.text
         body: dict[str, Any] = answer.json()
@@ -736,9 +737,39 @@ async def test_get_coverage_by_nik_and_day(api: Api) -> None:
         {"nik": number},
         {"on": str(start)},
     ):
-        answer = await api.http.get("/v1/coverage", params=params, headers=api.auth("auditor"))
+        answer = await api.http.post("/v1/coverage", json=params, headers=api.auth("auditor"))
         problem = assert_problem(answer, 422, str(params))
-        assert problem["errors"] and all(e["field"] in ("nik", "on") for e in problem["errors"])
+        assert problem["errors"] and all(
+            e["field"].split(".")[-1] in ("nik", "on") for e in problem["errors"]
+        ), problem
+    # The NIK never travels in a URL: the old query form is gone.
+    in_url = await api.http.get(
+        "/v1/coverage", params={"nik": number, "on": str(start)}, headers=api.auth("auditor")
+    )
+    assert in_url.status_code == 405
+
+
+async def test_every_coverage_lookup_is_audited_with_the_masked_nik(api: Api) -> None:
+    covered = person()
+    (enrollment_id,) = await activate(api, covered)
+    start = (await detail(api, enrollment_id))["coverage_start"]
+    for who in ("dpmd_verifier", "auditor"):
+        answer = await api.http.post(
+            "/v1/coverage", json={"nik": covered["nik"], "on": start}, headers=api.auth(who)
+        )
+        assert answer.json()["covered"] is True
+    audit = await api.http.get(
+        "/v1/audit/events", params={"action": "coverage_lookup"}, headers=api.auth("auditor")
+    )
+    mine = [e for e in audit.json()["items"] if e["enrollment_id"] == enrollment_id]
+    masked = f"{covered['nik'][:6]}********{covered['nik'][14:]}"
+    assert [(e["actor"], e["role"]) for e in mine] == [
+        ("test-dpmd_verifier", "dpmd_verifier"),
+        ("test-auditor", "auditor"),
+    ]
+    assert all(e["reason"] == f"coverage of {masked} on {start}" for e in mine)
+    assert all(e["actor_id"].startswith("key:") for e in mine)
+    assert covered["nik"] not in audit.text
 
 
 # --- hostile input ------------------------------------------------------------------------------
@@ -757,7 +788,6 @@ async def test_read_or_step_with_nul_or_out_of_range_values_is_422_not_500(api: 
         "/v1/audit/events?actor=%00",
         "/v1/audit/events?cursor=2508594772",  # beyond the 32-bit id column
         "/v1/audit/events?since=0001-01-01T00:00:00%2B14:00",  # before year 1 in UTC
-        f"/v1/coverage?nik=1603011505850050%00&on={dt.date.today()}",
     ):
         answer = await api.http.get(url, headers=auditor)
         assert_problem(answer, 422, url)

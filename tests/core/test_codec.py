@@ -12,9 +12,17 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
-from core.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyUnknown
+from core.codec import (
+    ENCODING,
+    KEY_ID,
+    REFUSED,
+    EncryptionCodec,
+    PayloadKeyUnknown,
+    PayloadNotEncrypted,
+)
 from core.settings import Settings
 from core.temporal import data_converter
 from domain.program_terms import ProgramTerms
@@ -70,7 +78,7 @@ def _record() -> Record:
             seq=2,
             state="verified",
             person_key="pk-1",
-            nik_masked="160301******0001",
+            nik_masked="160301********01",
             full_name="Siti Aminah",
             birth_date=dt.date(1985, 5, 15),
             gender="P",
@@ -154,10 +162,19 @@ async def test_decode_tampered_fails() -> None:
         await codec.decode([tampered])
 
 
-async def test_decode_plain_passes_through() -> None:
+async def test_decode_refuses_a_plain_payload() -> None:
+    """rentan sends every payload sealed: a plain one was typed in elsewhere (a UI, a CLI)."""
     codec = EncryptionCodec(key_id="k1", keys={"k1": K1})
-    plain = _payload("not encrypted")
-    assert await codec.decode([plain]) == [plain]
+    with pytest.raises(PayloadNotEncrypted):
+        codec.decrypt(_payload("not encrypted"))
+    # Decoded in a batch, it becomes a value nothing can read: its step is refused, not the
+    # whole activation.
+    (refused,) = await codec.decode([_payload("not encrypted")])
+    assert refused.metadata["encoding"] == REFUSED and not refused.data
+    with pytest.raises(Exception, match="refused-plain"):
+        DataConverter.default.payload_converter.from_payloads([refused])
+    null = Payload(metadata={"encoding": b"binary/null"})
+    assert await codec.decode([null]) == [null]  # None carries nothing
 
 
 async def test_rotate_key_old_payloads_readable() -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import core.logs
 from core.logs import configure_logging, get_logger, mask_nik
 
 NIK = "1603011505850001"
-MASKED = "160301******0001"
+MASKED = "160301********01"
 ROUTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "temporalio", "alembic", "sqlalchemy")
 
 
@@ -160,3 +161,54 @@ def test_configure_logging_quiets_noise(capsys: pytest.CaptureFixture[str]) -> N
     logging.getLogger("sqlalchemy.engine").info("SELECT 1")
     logging.getLogger("httpx").info("HTTP Request: GET")
     assert capsys.readouterr().err == ""
+
+
+def test_nik_in_an_exception_is_masked_in_json_and_console(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The traceback is formatted after the event's processors ran: the mask must come after
+    it, in the finished line, in either format."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for fmt in ("json", "console"):
+        core.logs._configured = False
+        terminal = Terminal()
+        monkeypatch.setattr("sys.stderr", terminal)
+        configure_logging(level="INFO", fmt=fmt)
+        try:
+            person = {"nik": NIK}
+            raise ValueError(f"no such person {person['nik']}")
+        except ValueError:
+            get_logger("rentan.test").exception("lookup failed")
+            logging.getLogger("temporalio").exception("activity failed for %s", NIK)
+        out = re.sub(r"\x1b\[[0-9;]*m", "", terminal.getvalue())  # the console's colours
+        assert NIK not in out, (fmt, out)
+        assert f"no such person {MASKED}" in out, fmt
+
+
+def test_a_database_error_carries_no_row_values(capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLAlchemy puts a statement's parameters in its errors; the engine hides them."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from models.db import make_engine
+
+    configure_logging(level="INFO", fmt="json")
+    engine = make_engine("sqlite://")
+    with engine.begin() as sql:
+        sql.execute(text("CREATE TABLE person (nik TEXT PRIMARY KEY, name TEXT)"))
+        sql.execute(text("INSERT INTO person VALUES (:nik, :name)"), {"nik": NIK, "name": "Siti"})
+    try:
+        with engine.begin() as sql:
+            sql.execute(
+                text("INSERT INTO person VALUES (:nik, :name)"), {"nik": NIK, "name": "Siti Lagi"}
+            )
+    except IntegrityError as exc:
+        assert NIK not in str(exc) and "Siti Lagi" not in str(exc)
+        get_logger("rentan.test").exception("write failed")
+    err = capsys.readouterr().err
+    assert NIK not in err and "Siti Lagi" not in err
+    assert "hidden due to hide_parameters" in err

@@ -24,6 +24,7 @@ from services.nominations import bpjs_timing
 from workflows.messages import BpjsTiming
 
 GOOD_KEY = base64.b64encode(b"x" * 32).decode()
+STRONG_SECRET = "q8Zr2vN1xKp0wT7mLd4sHy9cFb3gJe6uAo5iRn"  # 38 varied characters
 
 
 @pytest.fixture(autouse=True)
@@ -162,11 +163,11 @@ def test_load_production_names_only_missing(monkeypatch: pytest.MonkeyPatch) -> 
 def test_load_production_with_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RENTAN_ENV", "production")
     monkeypatch.setenv("RENTAN_PAYLOAD_KEY", GOOD_KEY)
-    monkeypatch.setenv("RENTAN_ID_SECRET", "s3cret")
+    monkeypatch.setenv("RENTAN_ID_SECRET", STRONG_SECRET)
     monkeypatch.setenv("RENTAN_DATABASE_URL", "postgresql://u@db/rentan")
     settings = load_settings()
     assert settings.payload_key_bytes() == b"x" * 32
-    assert settings.id_secret_bytes() == b"s3cret"
+    assert settings.id_secret_bytes() == STRONG_SECRET.encode()
     assert not (tmp_path / PAYLOAD_KEY_FILE).exists()  # nothing generated in production
 
 
@@ -215,3 +216,35 @@ def test_cli_bad_settings_exit_2(tmp_path: Path) -> None:
     assert "RENTAN_TEMPORAL_ADDRESS" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "cli.db").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ("s3cret", "at least 32 characters"),
+        ("a" * 64, "too predictable"),
+        ("ab" * 32, "too predictable"),
+        ("2026-12-07" * 4, "too predictable"),
+    ],
+)
+def test_a_weak_id_secret_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, secret: str, why: str
+) -> None:
+    """Every person's key derives from it: a guessable one gives every NIK's hash away."""
+    monkeypatch.setenv("RENTAN_ID_SECRET", secret)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "RENTAN_ID_SECRET" in str(caught.value) and why in str(caught.value)
+    assert secret not in str(caught.value)  # the secret is never echoed
+
+
+def test_old_payload_keys_are_kept_for_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    old = base64.b64encode(b"o" * 32).decode()
+    monkeypatch.setenv("RENTAN_PAYLOAD_KEY", GOOD_KEY)
+    monkeypatch.setenv("RENTAN_PAYLOAD_KEY_ID", "k2")
+    monkeypatch.setenv("RENTAN_PAYLOAD_OLD_KEYS", f"k1:{old}")
+    assert load_settings().payload_keys() == {"k1": b"o" * 32, "k2": b"x" * 32}
+    monkeypatch.setenv("RENTAN_PAYLOAD_OLD_KEYS", "k1-without-a-key")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "RENTAN_PAYLOAD_OLD_KEYS" in str(caught.value)

@@ -36,12 +36,14 @@ EXPECTED_SERVICES = {
     "worker",
     "migrate",
     "bpjs-sim",
+    "audit-checkpoint",
 }
 APP_COMMANDS = {
     "api": ("api",),
     "worker": ("worker",),
     "migrate": ("db", "upgrade"),
     "bpjs-sim": ("bpjs-sim",),
+    "audit-checkpoint": ("audit", "checkpoint", "--out", "/checkpoints", "--every", "3600"),
 }
 ALLOWED_COMMANDS = set(APP_COMMANDS.values())
 REQUIRED_SECRETS = ("RENTAN_PAYLOAD_KEY", "RENTAN_ID_SECRET")
@@ -130,14 +132,18 @@ def copied_sources(text: str) -> set[str]:
 
 
 def cli_command_exists(path: tuple[str, ...]) -> bool:
-    """Whether ``rentan <path>`` is a leaf command of the Typer app (groups have ``commands``)."""
+    """Whether ``rentan <path>`` is a leaf command of the Typer app (groups have ``commands``);
+    options after the command's words are checked to be among its options."""
+    words = path[: next((i for i, w in enumerate(path) if w.startswith("-")), len(path))]
     command: Any = typer.main.get_command(cli_app)
-    for name in path:
+    for name in words:
         subcommands = getattr(command, "commands", None)
         if not isinstance(subcommands, dict) or name not in subcommands:
             return False
         command = subcommands[name]
-    return not isinstance(getattr(command, "commands", None), dict)
+    options = {o for p in command.params for o in getattr(p, "opts", [])}
+    given = {w for w in path if w.startswith("--")}
+    return not isinstance(getattr(command, "commands", None), dict) and given <= options
 
 
 # --- the compose file ---------------------------------------------------------------------------
@@ -226,7 +232,36 @@ def test_temporal_ui_env_points_at_server_and_codec(services: dict[str, dict[str
     assert str(ui.get("image", "")).split(":", 1)[0] == "temporalio/ui"
     assert env.get("TEMPORAL_ADDRESS") == "temporal:7233"
     assert env.get("TEMPORAL_CODEC_ENDPOINT") == "http://localhost:8000/codec"
-    assert "8233:8080" in [str(port) for port in ui.get("ports", [])]
+    assert [str(port) for port in ui.get("ports", [])] == ["127.0.0.1:8233:8080"]
+
+
+def test_temporal_ui_is_read_only(services: dict[str, dict[str, Any]]) -> None:
+    """The UI has no sign-in: whoever reaches it must not terminate, reset or signal."""
+    env = environment(services["temporal-ui"])
+    assert env.get("TEMPORAL_DISABLE_WRITE_ACTIONS") == "true"
+    assert env.get("TEMPORAL_START_WORKFLOW_DISABLED") == "true"
+
+
+def test_only_the_api_is_published_beyond_the_hosts_loopback(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    published = {
+        name: [str(port) for port in service.get("ports", [])]
+        for name, service in services.items()
+        if service.get("ports")
+    }
+    assert published == {"api": ["8000:8000"], "temporal-ui": ["127.0.0.1:8233:8080"]}
+
+
+def test_internal_services_sit_on_a_network_with_no_way_out(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert compose["networks"]["backend"] == {"internal": True}
+    on_edge = {name for name, service in services.items() if "edge" in service["networks"]}
+    # The API serves people; the worker calls BPJS; the UI is bound to the host's loopback.
+    assert on_edge == {"api", "worker", "temporal-ui"}
+    for name, service in services.items():
+        assert "backend" in service["networks"], name
 
 
 def test_rentan_env_keys_are_settings_fields(
@@ -259,7 +294,7 @@ def test_rentan_env_values_are_valid_settings(
         {
             **values,
             "payload_key": "A" * 43 + "=",
-            "id_secret": "secret",
+            "id_secret": "q8Zr2vN1xKp0wT7mLd4sHy9cFb3gJe6uAo5iRn",
             "database_url": "postgresql://rentan:pw@postgres:5432/rentan",
         }
     )

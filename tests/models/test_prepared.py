@@ -34,6 +34,7 @@ def audit_row(event_key: str) -> dict[str, object]:
         "event_key": event_key,
         "occurred_at": AT,
         "actor": "dpmd-verifier",
+        "actor_id": "key:1",
         "role": "dpmd_verifier",
         "action": "verified",
         "enrollment_id": None,
@@ -84,9 +85,9 @@ def enrollment_row(enrollment_id: str, *, seq: int, state: str) -> dict[str, obj
         "seq": seq,
         "state": state,
         "person_key": "pk-prepared",
-        "nik_masked": "160301******0001",
+        "nik_masked": "160301********01",
         "full_name": "Siti Aminah",
-        "birth_date": dt.date(1985, 5, 15),
+        "birth_date_sealed": "k1:c2VhbGVk",
         "gender": "P",
         "phone": None,
         "village_code": "16.03.01.2011",
@@ -96,11 +97,12 @@ def enrollment_row(enrollment_id: str, *, seq: int, state: str) -> dict[str, obj
         "premium_idr": 50_400,
         "funding_source": None,
         "kpj_number": None,
-        "coverage_start": None,
+        "coverage_start": dt.date(2026, 10, 1),
         "coverage_end": None,
         "nominated_by": "op",
         "nominated_at": AT,
         "updated_at": AT + dt.timedelta(seconds=seq),
+        "attention": None,
     }
 
 
@@ -129,7 +131,7 @@ def test_the_prepared_row_upsert_stores_what_sqlalchemy_stores(engine: Engine) -
     with engine.connect() as sql:
         stored = sql.execute(
             text(
-                "SELECT run_started_at, birth_date, nominated_at, phone FROM enrollment"
+                "SELECT run_started_at, coverage_start, nominated_at, phone FROM enrollment"
                 " WHERE id IN ('enr_a', 'enr_b') ORDER BY id"
             )
         ).all()

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from core.sealing import Sealer
 from domain.records import Actor, Record, Snapshot
 from models.audit_chain import verify_chain
 from models.db import make_engine, session_scope
@@ -22,6 +23,7 @@ from tests.harness import VILLAGE, make_program
 
 T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
 OPERATOR = Actor("op", "village_operator", VILLAGE)
+SEALER = Sealer(key_id="k1", keys={"k1": bytes(range(32))})
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ def record(seq: int, state: str, *, run: str = "run-1", started: dt.datetime = T
         seq=seq,
         state=state,
         person_key="pk",
-        nik_masked="160301******0001",
+        nik_masked="160301********01",
         full_name="Warga Uji",
         birth_date=dt.date(1985, 5, 15),
         gender="L",
@@ -65,7 +67,7 @@ def record(seq: int, state: str, *, run: str = "run-1", started: dt.datetime = T
 
 def write(engine: Engine, records: list[Record]) -> None:
     with session_scope(engine) as session:
-        write_records(session, records)
+        write_records(session, records, SEALER)
 
 
 def row(engine: Engine) -> Enrollment:
@@ -129,8 +131,5 @@ def test_a_record_carries_the_whole_row(engine: Engine) -> None:
     )
     write(engine, [corrected])
     shown = row(engine)
-    assert (shown.full_name, shown.birth_date, shown.gender) == (
-        "Warga Benar",
-        dt.date(1985, 5, 15),
-        "L",
-    )
+    birth = SEALER.open(shown.birth_date_sealed, row=shown.id)
+    assert (shown.full_name, birth, shown.gender) == ("Warga Benar", "1985-05-15", "L")

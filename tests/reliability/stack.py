@@ -179,7 +179,7 @@ class Stack:
             "RENTAN_BPJS_BASE_URL": f"http://{HOST}:{self.sim_port}",
             "RENTAN_BPJS_SIM_HOST": HOST,
             "RENTAN_PAYLOAD_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-            "RENTAN_ID_SECRET": secrets.token_hex(16),
+            "RENTAN_ID_SECRET": secrets.token_urlsafe(32),
             "RENTAN_BPJS_TIMEOUT_S": str(BPJS_TIMEOUT_S),
             "RENTAN_BPJS_MAX_BACKOFF_S": str(BPJS_MAX_BACKOFF_S),
             # The scenarios kill workers: the survivors take their enrollments on sooner.

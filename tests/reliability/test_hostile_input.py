@@ -520,7 +520,7 @@ def cases(world: World) -> list[Case]:
         Case(
             "coverage_nik_oversized",
             as_role(
-                "GET", "/v1/coverage", "auditor", params={"nik": "9" * 5000, "on": "2025-10-01"}
+                "POST", "/v1/coverage", "auditor", json={"nik": "9" * 5000, "on": "2025-10-01"}
             ),
             "problem",
             frozenset({422}),

@@ -24,6 +24,7 @@ from tests.harness import (
     VERIFIER,
     Rig,
     add_months,
+    eventually,
     fund,
     make_program,
     nominate_rows,
@@ -37,7 +38,7 @@ from tests.harness import (
 from tests.replay.test_replay import HISTORIES
 from workflows.batches import BATCH_WORKFLOWS
 from workflows.enrollment import EnrollmentWorkflow
-from workflows.messages import RenewalConfirmation, Termination, Withdrawal
+from workflows.messages import ExceptionResolution, RenewalConfirmation, Termination, Withdrawal
 
 
 async def _save_runs(rig: Rig, workflow_id: str, name: str) -> None:
@@ -71,12 +72,13 @@ async def test_record_histories(rig: Rig) -> None:
         worker_row(4),  # terminated during coverage
         worker_row(5),  # lapses without confirmation
         worker_row(9801),  # BPJS covers them already
+        worker_row(6),  # terminated, BPJS has lost the KPJ: an exception DPMD closes
     ]
     accepted = (await nominate_rows(rig, program, rows)).accepted
-    renewed, rejected, expired, failed, terminated, lapsed, covered = (
+    renewed, rejected, expired, failed, terminated, lapsed, covered, refused = (
         a.enrollment_id for a in accepted
     )
-    funded = [renewed, failed, terminated, lapsed, covered]
+    funded = [renewed, failed, terminated, lapsed, covered, refused]
     await verify(rig, funded)
     rejection = await verify(rig, [rejected], approve=False, reason="not on the DPMD roster")
     assert rejection[0].state == "rejected"
@@ -94,6 +96,22 @@ async def test_record_histories(rig: Rig) -> None:
         row_of(rig.engine, terminated),
         EnrollmentWorkflow.terminate,
         Termination(VERIFIER, "death", await server_today(rig.env), "reported by the village"),
+    )
+    await wait_for_state(rig.env, refused, "active")
+    kpj = row_of(rig.engine, refused).kpj_number
+    del rig.sim.simulator.participants[str(kpj)]  # BPJS no longer knows the participant
+    await send_step(
+        client,
+        row_of(rig.engine, refused),
+        EnrollmentWorkflow.terminate,
+        Termination(VERIFIER, "moved", await server_today(rig.env), "left the regency"),
+    )
+    await _attention(rig, refused)
+    await send_step(
+        client,
+        row_of(rig.engine, refused),
+        EnrollmentWorkflow.resolve_exception,
+        ExceptionResolution(VERIFIER, retry=False, note="ended at the BPJS branch by letter"),
     )
     # Nominated again after the rejection: a second run of the same workflow.
     (again,) = (await nominate_rows(rig, program, [worker_row(2)])).accepted
@@ -118,13 +136,14 @@ async def test_record_histories(rig: Rig) -> None:
         ("terminated", terminated),
         ("lapsed", lapsed),
         ("already-covered", covered),
+        ("terminated-refused-closed", refused),
     ):
         await _save_runs(rig, workflow_id, name)
     for batch in BATCH_WORKFLOWS:
         await _save_latest_batch(rig, batch.__name__)
     await stop_program(rig, successor.code)
     await stop_program(rig, program.code)
-    assert len(list(HISTORIES.glob("*.json"))) >= 12
+    assert len(list(HISTORIES.glob("*.json"))) >= 13
 
 
 async def _save_latest_batch(rig: Rig, workflow_type: str) -> None:
@@ -163,3 +182,10 @@ async def _until(rig: Rig, workflow_id: str, state: str, *, program: str | None 
             return
         await rig.env.sleep(dt.timedelta(hours=6))
     raise AssertionError(f"{workflow_id} never became {state}")
+
+
+async def _attention(rig: Rig, workflow_id: str) -> None:
+    async def flagged() -> str | None:
+        return row_of(rig.engine, workflow_id).attention
+
+    await eventually(flagged, what="the refused termination flagged")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, col, select
 
+from core.sealing import sealer_for
 from models.db import make_engine
 from models.tables import Commitment, Enrollment, Program
 from services.programs import FundingSourceSpec, ProgramSpec, create_program
@@ -145,6 +146,7 @@ async def assert_reconciled(rig: Rig, program: Program, tmp_path: Path) -> None:
         rig.engine,
         program=program.code,
         repair=False,
+        sealer=sealer_for(rig.settings),
         rate_per_s=1000,
         checkpoint=tmp_path / "reconcile.json",
     )

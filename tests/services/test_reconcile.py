@@ -13,6 +13,7 @@ from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 import services.reconcile as reconcile_module
+from core.sealing import sealer_for
 from models.db import session_scope
 from models.tables import AuditEvent, Commitment, Enrollment, FundingSource, Program
 from services.reconcile import Pace, Report, reconcile
@@ -61,6 +62,7 @@ async def check(rig: Rig, program: Program, tmp_path: Path, *, repair: bool = Fa
         rig.engine,
         program=program.code,
         repair=repair,
+        sealer=sealer_for(rig.settings),
         rate_per_s=1000,
         checkpoint=tmp_path / "checkpoint.json",
     )
@@ -158,6 +160,7 @@ async def test_an_interrupted_check_resumes_where_it_stopped(
             dev_rig.engine,
             program=program.code,
             repair=False,
+            sealer=sealer_for(dev_rig.settings),
             rate_per_s=1000,
             checkpoint=tmp_path / "checkpoint.json",
             progress=stop_after_first_chunk,

@@ -16,7 +16,8 @@ from activities.batch_steps import BatchActivities
 from bpjs_sim.simulator import person_ref
 from domain.records import Actor, Commitment
 from domain.worker_rows import WorkerRow
-from models.tables import Enrollment, FundingSource, Program
+from models.conflicts import CONFLICT_MESSAGE
+from models.tables import Enrollment, FundingSource, NominationConflict, Program
 from services.steps import StepRefused, send_step
 from tests.harness import (
     BUDGET_OFFICER,
@@ -252,18 +253,24 @@ async def test_nominate_again_from_the_same_village_changes_nothing_and_another_
     (rejected,) = other.rejected
     (error,) = rejected.errors
     assert error.field == "nik"
-    assert error.message == (
-        f"already nominated for {program.code} by village {VILLAGE} as enrollment {enrollment_id}"
-    )
+    # The other village learns nothing of the holder; DPMD's queue has both villages.
+    assert error.message == CONFLICT_MESSAGE
     with Session(rig.engine) as session:
         count = session.exec(
             select(func.count()).where(Enrollment.program_code == program.code)
         ).one()
+        conflicts = session.exec(
+            select(NominationConflict).where(NominationConflict.program_code == program.code)
+        ).all()
     assert count == 1
+    assert [
+        (c.enrollment_id, c.held_by_village, c.nominated_by_village, c.resolved_at)
+        for c in conflicts
+    ] == [(enrollment_id, VILLAGE, OTHER_VILLAGE, None)]
     view = await projected(rig, enrollment_id)
     assert (view.state, view.seq) == ("nominated", 1)
     assert row_of(rig.engine, enrollment_id).village_code == VILLAGE
-    assert [t[0] for t in trail(rig, enrollment_id)] == ["nominated"]
+    assert sorted(t[0] for t in trail(rig, enrollment_id)) == ["nominated", "nomination_conflict"]
 
 
 async def test_steps_before_verification_are_refused_and_a_rejection_needs_a_reason(

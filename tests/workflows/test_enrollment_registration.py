@@ -17,18 +17,21 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from temporalio.client import WorkflowExecutionStatus
 
 import activities.recording
 from activities.bpjs import BpjsAdapter, BpjsTransient, InvalidParticipant
 from bpjs_sim.sim_config import SimConfig
 from bpjs_sim.simulator import person_ref, preexisting_kpj
+from core.sealing import Sealer
 from domain.records import Commitment, Record
 from domain.worker_rows import WorkerRow
-from models.tables import FundingSource, Program
+from models.tables import Enrollment, FundingSource, Program
 from services.steps import StepRefused, send_step
 from tests.conftest import test_settings
 from tests.harness import (
     OPERATOR,
+    VERIFIER,
     Rig,
     Sim,
     audit_of,
@@ -55,6 +58,7 @@ from workflows.enrollment import EnrollmentWorkflow
 from workflows.messages import (
     CoverageEnd,
     EnrollmentView,
+    ExceptionResolution,
     ExtensionRequest,
     RegistrationRequest,
     RegistrationResult,
@@ -306,12 +310,12 @@ async def test_register_when_the_activation_cannot_be_written_retries_and_regist
     write = activities.recording.write_records
     attempts: list[int] = []
 
-    def fails_once(session: Any, records: Sequence[Record]) -> None:
+    def fails_once(session: Any, records: Sequence[Record], sealer: Sealer) -> None:
         if any(r.action == "activated" and r.snapshot.full_name == row.full_name for r in records):
             attempts.append(len(attempts) + 1)
             if len(attempts) == 1:
                 raise ConnectionError("projection database unreachable")
-        write(session, records)
+        write(session, records, sealer)
 
     monkeypatch.setattr(activities.recording, "write_records", fails_once)
     (enrollment_id,) = await nominate_verify_fund(rig, program, [row])
@@ -446,10 +450,13 @@ async def test_register_through_a_bpjs_outage_registers_everyone_once(
 
 
 class RefusesTermination:
-    """BPJS registers as usual but refuses, for good, to end anyone's coverage."""
+    """BPJS registers as usual but refuses, for good, to end anyone's coverage (``refusals``
+    times; then it ends it)."""
 
-    def __init__(self, inner: BpjsAdapter) -> None:
+    def __init__(self, inner: BpjsAdapter, refusals: int = 1_000) -> None:
         self.inner = inner
+        self.refusals = refusals
+        self.ended: list[CoverageEnd] = []
 
     async def register(self, request: RegistrationRequest) -> RegistrationResult:
         return await self.inner.register(request)
@@ -458,13 +465,22 @@ class RefusesTermination:
         return await self.inner.extend(request)
 
     async def end(self, request: CoverageEnd) -> None:
-        raise InvalidParticipant("participant is under audit (422)")
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise InvalidParticipant("participant is under audit (422)")
+        self.ended.append(request)
 
 
-async def test_terminate_refused_by_bpjs_stays_taken_and_notes_the_refusal(
-    own_worker: OwnWorker,
-) -> None:
-    own = await own_worker(lambda sim: RefusesTermination(sim.adapter))
+def refusing(made: list[RefusesTermination], *, refusals: int) -> Callable[[Sim], BpjsAdapter]:
+    def adapter_of(sim: Sim) -> BpjsAdapter:
+        made.append(RefusesTermination(sim.adapter, refusals))
+        return made[-1]
+
+    return adapter_of
+
+
+async def terminated_and_refused(own: Own) -> str:
+    """An active enrollment terminated, BPJS refusing: taken, and left open for DPMD."""
     (enrollment_id,) = await enroll(own.rig, own.program, [someone()])
     effective = own.program.period_start + dt.timedelta(days=20)
     step = await send_step(
@@ -474,9 +490,14 @@ async def test_terminate_refused_by_bpjs_stays_taken_and_notes_the_refusal(
         Termination(OPERATOR, "moved", effective),
     )
     assert step.state == "terminated"
-    assert await own.rig.client.get_workflow_handle(enrollment_id).result() == "terminated"
-    enrollment = row_of(own.rig.engine, enrollment_id)
-    assert (enrollment.state, enrollment.coverage_end) == ("terminated", effective)
+
+    async def flagged() -> Enrollment | None:
+        row = row_of(own.rig.engine, enrollment_id)
+        return row if row.attention else None
+
+    row = await eventually(flagged, what="the refused termination flagged on the row")
+    assert (row.state, row.coverage_end) == ("terminated", effective)
+    assert row.attention == "BPJS refused the termination: participant is under audit (422)"
     assert trail(own.rig, enrollment_id)[-2:] == [
         ("terminated", OPERATOR.name, "village_operator", "active", "terminated", "moved"),
         (
@@ -487,3 +508,68 @@ async def test_terminate_refused_by_bpjs_stays_taken_and_notes_the_refusal(
             "participant is under audit (422)",
         ),
     ]
+    # The workflow stays open: the exception is DPMD's to resolve, not forgotten.
+    description = await own.rig.client.get_workflow_handle(enrollment_id).describe()
+    assert description.status == WorkflowExecutionStatus.RUNNING
+    return enrollment_id
+
+
+async def test_a_termination_bpjs_refuses_stays_open_until_dpmd_resolves_it(
+    own_worker: OwnWorker,
+) -> None:
+    """Taken at once, BPJS refusing: the row says so until DPMD has BPJS told again."""
+    adapter: list[RefusesTermination] = []
+    own = await own_worker(refusing(adapter, refusals=1))
+    enrollment_id = await terminated_and_refused(own)
+
+    step = await send_step(
+        own.rig.client,
+        row_of(own.rig.engine, enrollment_id),
+        EnrollmentWorkflow.resolve_exception,
+        ExceptionResolution(VERIFIER, retry=True, note="BPJS cleared the audit"),
+    )
+    assert step.state == "terminated"
+    assert await own.rig.client.get_workflow_handle(enrollment_id).result() == "terminated"
+    row = row_of(own.rig.engine, enrollment_id)
+    assert (row.state, row.attention) == ("terminated", None)
+    assert [e[0] for e in trail(own.rig, enrollment_id)[-4:]] == [
+        "terminated",
+        "bpjs_refused_termination",
+        "exception_retried",
+        "coverage_ended_at_bpjs",
+    ]
+    assert trail(own.rig, enrollment_id)[-2][1:3] == (VERIFIER.name, VERIFIER.role)
+    assert len(adapter[0].ended) == 1
+
+
+async def test_an_exception_closed_by_hand_ends_the_workflow_and_needs_a_note(
+    own_worker: OwnWorker,
+) -> None:
+    adapter: list[RefusesTermination] = []
+    own = await own_worker(refusing(adapter, refusals=1_000))
+    enrollment_id = await terminated_and_refused(own)
+    row = row_of(own.rig.engine, enrollment_id)
+    with pytest.raises(StepRefused, match="needs a note"):
+        await send_step(
+            own.rig.client,
+            row,
+            EnrollmentWorkflow.resolve_exception,
+            ExceptionResolution(VERIFIER, retry=False, note=" "),
+        )
+    await send_step(
+        own.rig.client,
+        row,
+        EnrollmentWorkflow.resolve_exception,
+        ExceptionResolution(VERIFIER, retry=False, note="ended at the BPJS branch office"),
+    )
+    assert await own.rig.client.get_workflow_handle(enrollment_id).result() == "terminated"
+    assert row_of(own.rig.engine, enrollment_id).attention is None
+    assert trail(own.rig, enrollment_id)[-1] == (
+        "exception_closed",
+        VERIFIER.name,
+        VERIFIER.role,
+        "terminated",
+        "terminated",
+        "ended at the BPJS branch office",
+    )
+    assert adapter[0].ended == []
